@@ -1,0 +1,1 @@
+"""Analysis layer: facts about names, sessions and control flow; no policy."""

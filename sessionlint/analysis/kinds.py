@@ -1,0 +1,36 @@
+"""What a name or expression denotes, as far as session analysis cares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sessionlint.analysis.project import FunctionSummary
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """A resolved meaning.
+
+    ``tag`` is one of:
+
+    - ``session_class``: ``Session``/``AsyncSession`` or a project subclass;
+    - ``factory``: a ``sessionmaker``/``async_sessionmaker`` (or configured factory);
+    - ``registry``: a ``scoped_session``/``async_scoped_session`` registry;
+    - ``session``: a session instance (``scoped`` when it came from a registry);
+    - ``engine`` / ``engine_type``: an ``Engine`` value / the ``Engine`` class;
+    - ``connection``: a Core connection value;
+    - ``function``: a project helper (``function`` summarises its parameters);
+    - ``api``: another SQLAlchemy name of interest (``api`` holds it).
+    """
+
+    tag: str
+    is_async: bool = False
+    scoped: bool = False
+    scopefunc: bool = False
+    configured: bool = False
+    api: str = ""
+    origin: str = ""
+    where: tuple[str, int] | None = None
+    function: FunctionSummary | None = None

@@ -1,0 +1,307 @@
+"""Name resolution inside one file, without LibCST's metadata providers.
+
+Python's rules, simplified where it costs nothing real: a name bound anywhere in a
+function is local to it (unless declared ``global``/``nonlocal``); free names resolve
+in enclosing functions, then at module level through the project index (imports,
+aliases, re-exports); class bodies are not enclosing scopes for their methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import libcst as cst
+
+from sessionlint.analysis.kinds import Kind
+from sessionlint.analysis.project import ModuleFacts, ProjectIndex
+from sessionlint.analysis.walk import COMPREHENSIONS, children, walk_scope
+
+ScopeNode = Union[cst.Module, cst.FunctionDef, cst.Lambda]
+
+CONNECT_METHODS = frozenset({"connect", "raw_connection", "begin"})
+
+
+def dotted(expr: cst.BaseExpression) -> str | None:
+    """``a.b.c`` as a string, for Name/Attribute chains only."""
+    if isinstance(expr, cst.Name):
+        return expr.value
+    if isinstance(expr, cst.Attribute):
+        base = dotted(expr.value)
+        return f"{base}.{expr.attr.value}" if base else None
+    return None
+
+
+def strip_await(expr: cst.BaseExpression) -> cst.BaseExpression:
+    while isinstance(expr, cst.Await):
+        expr = expr.expression
+    return expr
+
+
+def target_names(target: cst.CSTNode) -> list[str]:
+    """Names bound by an assignment target (tuples, lists, starred)."""
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        out: list[str] = []
+        for element in target.elements:
+            out.extend(target_names(element.value))
+        return out
+    if isinstance(target, cst.StarredElement):
+        return target_names(target.value)
+    return []
+
+
+@dataclass
+class Scope:
+    node: ScopeNode
+    parent: Scope | None
+    cls: cst.ClassDef | None = None  # the class a method belongs to
+    params: list[str] = field(default_factory=list)
+    annotations: dict[str, cst.BaseExpression] = field(default_factory=dict)
+    bound: set[str] = field(default_factory=set)
+    globals: set[str] = field(default_factory=set)
+    nonlocals: set[str] = field(default_factory=set)
+    imports: dict[str, str] = field(default_factory=dict)
+    assigned: dict[str, list[cst.BaseExpression]] = field(default_factory=dict)
+
+    @property
+    def is_module(self) -> bool:
+        return isinstance(self.node, cst.Module)
+
+    @property
+    def is_async(self) -> bool:
+        return isinstance(self.node, cst.FunctionDef) and self.node.asynchronous is not None
+
+    def binds(self, name: str) -> bool:
+        return name in self.bound and name not in self.globals and name not in self.nonlocals
+
+
+class Resolver:
+    """Resolves names and expressions of one module to :class:`Kind` facts."""
+
+    def __init__(self, module: cst.Module, facts: ModuleFacts, index: ProjectIndex) -> None:
+        self.module = module
+        self.facts = facts
+        self.index = index
+        self._scopes: dict[int, Scope] = {}
+        self._parents: dict[int, tuple[ScopeNode, cst.ClassDef | None]] = {}
+        self._local_kinds: dict[tuple[int, str], Kind | None] = {}
+        self._map_parents(module, module, None)
+
+    # -- scopes ---------------------------------------------------------------
+
+    def _map_parents(self, node: cst.CSTNode, scope: ScopeNode, cls: cst.ClassDef | None) -> None:
+        stack: list[tuple[cst.CSTNode, ScopeNode, cst.ClassDef | None]] = [(node, scope, cls)]
+        while stack:
+            current, owner, klass = stack.pop()
+            for child in children(current):
+                if isinstance(child, (cst.FunctionDef, cst.Lambda)):
+                    self._parents[id(child)] = (owner, klass)
+                    stack.append((child, child, None))
+                elif isinstance(child, cst.ClassDef):
+                    stack.append((child, owner, child))
+                else:
+                    stack.append((child, owner, klass))
+
+    def scope(self, node: ScopeNode) -> Scope:
+        found = self._scopes.get(id(node))
+        if found is None:
+            found = self._build_scope(node)
+            self._scopes[id(node)] = found
+        return found
+
+    def enclosing_class(self, node: ScopeNode) -> cst.ClassDef | None:
+        return self._parents.get(id(node), (None, None))[1]
+
+    def _build_scope(self, node: ScopeNode) -> Scope:
+        if isinstance(node, cst.Module):
+            return Scope(node, None)
+        parent_node, cls = self._parents.get(id(node), (self.module, None))
+        scope = Scope(node, self.scope(parent_node), cls)
+        params = node.params
+        for param in (
+            *params.posonly_params,
+            *params.params,
+            *params.kwonly_params,
+            *(p for p in (params.star_arg, params.star_kwarg) if isinstance(p, cst.Param)),
+        ):
+            name = param.name.value
+            scope.params.append(name)
+            scope.bound.add(name)
+            if param.annotation is not None:
+                scope.annotations[name] = param.annotation.annotation
+        body: cst.CSTNode = node.body
+        for sub in walk_scope(body):
+            self._collect_binding(scope, sub)
+        return scope
+
+    def _collect_binding(self, scope: Scope, node: cst.CSTNode) -> None:
+        if isinstance(node, cst.Assign):
+            for target in node.targets:
+                for name in target_names(target.target):
+                    scope.bound.add(name)
+                    if isinstance(target.target, cst.Name):
+                        scope.assigned.setdefault(name, []).append(node.value)
+        elif isinstance(node, cst.AnnAssign):
+            for name in target_names(node.target):
+                scope.bound.add(name)
+                scope.annotations[name] = node.annotation.annotation
+                if node.value is not None:
+                    scope.assigned.setdefault(name, []).append(node.value)
+        elif isinstance(node, cst.AugAssign):
+            scope.bound.update(target_names(node.target))
+        elif isinstance(node, (cst.For, cst.CompFor)):
+            if isinstance(node, cst.For):
+                scope.bound.update(target_names(node.target))
+        elif isinstance(node, cst.WithItem):
+            if node.asname is not None:
+                scope.bound.update(target_names(node.asname.name))
+        elif isinstance(node, cst.ExceptHandler):
+            if node.name is not None:
+                scope.bound.update(target_names(node.name.name))
+        elif isinstance(node, cst.NamedExpr):
+            for name in target_names(node.target):
+                scope.bound.add(name)
+                scope.assigned.setdefault(name, []).append(node.value)
+        elif isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+            scope.bound.add(node.name.value)
+        elif isinstance(node, cst.Global):
+            scope.globals.update(n.name.value for n in node.names)
+        elif isinstance(node, cst.Nonlocal):
+            scope.nonlocals.update(n.name.value for n in node.names)
+        elif isinstance(node, cst.Del):
+            scope.bound.update(target_names(node.target))
+        elif isinstance(node, cst.Import):
+            for alias in node.names:
+                full = dotted(alias.name) or ""
+                if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                    local = alias.asname.name.value
+                    scope.imports[local] = self.index.resolve_absolute(full, self.facts.path) or full
+                else:
+                    local = full.split(".")[0]
+                    scope.imports[local] = self.index.resolve_absolute(local, self.facts.path) or local
+                scope.bound.add(local)
+        elif isinstance(node, cst.ImportFrom) and not isinstance(node.names, cst.ImportStar):
+            level = len(node.relative)
+            module = dotted(node.module) if node.module is not None else None
+            if level:
+                base = self.index.resolve_relative(self.facts.path, level, module)
+            else:
+                base = self.index.resolve_absolute(module or "", self.facts.path) or (module or "")
+            for alias in node.names:
+                name = dotted(alias.name) or ""
+                local = (
+                    alias.asname.name.value
+                    if alias.asname is not None and isinstance(alias.asname.name, cst.Name)
+                    else name
+                )
+                scope.imports[local] = f"{base}.{name}" if base else name
+                scope.bound.add(local)
+
+    # -- names ----------------------------------------------------------------
+
+    def _find(self, name: str, scope: Scope) -> Scope:
+        """The scope that binds ``name`` as seen from ``scope`` (the module if none)."""
+        current: Scope | None = scope
+        if name in scope.globals:
+            return self.scope(self.module)
+        while current is not None and not current.is_module:
+            if current.binds(name):
+                return current
+            current = current.parent
+        return self.scope(self.module)
+
+    def qualify(self, expr: cst.BaseExpression, scope: Scope) -> str | None:
+        """The qualified name an expression refers to, if it is an import or a global."""
+        if isinstance(expr, cst.Name):
+            name = expr.value
+            owner = self._find(name, scope)
+            if not owner.is_module:
+                return owner.imports.get(name)
+            if name in self.facts.imports:
+                return self.facts.imports[name]
+            if name in self.facts.values or name in self.facts.classes or name in self.facts.functions:
+                return f"{self.facts.name}.{name}"
+            return None
+        if isinstance(expr, cst.Attribute):
+            base = self.qualify(expr.value, scope)
+            return f"{base}.{expr.attr.value}" if base else None
+        return None
+
+    def kind(self, expr: cst.BaseExpression, scope: Scope) -> Kind | None:
+        """What ``expr`` denotes: a factory, registry, engine, session class, ..."""
+        expr = strip_await(expr)
+        if isinstance(expr, cst.Name):
+            owner = self._find(expr.value, scope)
+            if not owner.is_module and expr.value not in owner.imports:
+                return self.local_kind(owner, expr.value)
+            return self.index.kind_of(self.qualify(expr, scope))
+        if isinstance(expr, cst.Attribute):
+            return self.index.kind_of(self.qualify(expr, scope))
+        if isinstance(expr, cst.Call):
+            return self.call_result_kind(expr, scope)
+        return None
+
+    def local_kind(self, scope: Scope, name: str) -> Kind | None:
+        key = (id(scope.node), name)
+        if key in self._local_kinds:
+            return self._local_kinds[key]
+        self._local_kinds[key] = None  # recursion guard
+        kind: Kind | None = None
+        annotation = scope.annotations.get(name)
+        if annotation is not None:
+            kind = self.annotation_kind(annotation, scope)
+        if kind is None:
+            for value in scope.assigned.get(name, ()):
+                kind = self.kind(value, scope)
+                if kind is not None:
+                    break
+        self._local_kinds[key] = kind
+        return kind
+
+    def annotation_kind(self, annotation: cst.BaseExpression, scope: Scope) -> Kind | None:
+        """``engine: Engine`` -> an engine value; ``s: Session`` -> a session value."""
+        if isinstance(annotation, cst.Subscript):  # Optional[Session], sessionmaker[Session]
+            inner = annotation.slice[0].slice if annotation.slice else None
+            base_kind = self.kind(annotation.value, scope)
+            if base_kind is not None and base_kind.tag == "api" and base_kind.api in (
+                "sessionmaker",
+                "async_sessionmaker",
+            ):
+                return Kind("factory", is_async=base_kind.api == "async_sessionmaker")
+            if isinstance(inner, cst.Index):
+                return self.annotation_kind(inner.value, scope)
+            return None
+        if isinstance(annotation, cst.BinaryOperation):  # Session | None
+            return self.annotation_kind(annotation.left, scope) or self.annotation_kind(
+                annotation.right, scope
+            )
+        if isinstance(annotation, cst.SimpleString):
+            return None
+        kind = self.kind(annotation, scope)
+        if kind is None:
+            return None
+        if kind.tag == "engine_type":
+            return Kind("engine", is_async=kind.is_async)
+        if kind.tag == "session_class":
+            return Kind("session", is_async=kind.is_async)
+        if kind.tag == "connection_type":
+            return Kind("connection", is_async=kind.is_async)
+        return None
+
+    def call_result_kind(self, call: cst.Call, scope: Scope) -> Kind | None:
+        """What a call returns: ``sessionmaker()`` a factory, ``Factory()`` a session..."""
+        func = call.func
+        if isinstance(func, cst.Attribute) and func.attr.value in CONNECT_METHODS:
+            base = self.kind(func.value, scope)
+            if base is not None and base.tag == "engine":
+                return Kind("connection", is_async=base.is_async)
+        callee = self.kind(func, scope)
+        if callee is None:
+            return None
+        keywords: dict[str, str | None] = {}
+        for arg in call.args:
+            if arg.keyword is not None:
+                keywords[arg.keyword.value] = self.qualify(arg.value, scope)
+        return self.index.result_kind(callee, keywords, origin="", where=None)

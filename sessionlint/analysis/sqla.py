@@ -1,0 +1,51 @@
+"""SQLAlchemy's public names, matched by the last component of a qualified name.
+
+Any ``sqlalchemy.*`` path ending in a known name counts (``sqlalchemy.orm.Session``,
+``sqlalchemy.orm.session.Session``), so SQLAlchemy moving a class between private
+modules does not hide it. Names outside ``sqlalchemy`` never match.
+"""
+
+from __future__ import annotations
+
+from sessionlint.analysis.kinds import Kind
+
+# Methods that release a session's or connection's resources. ``Session.close()``,
+# ``Session.reset()`` (2.0.22+) and ``Session.invalidate()`` all end the transaction
+# and return connections to the pool (SQLAlchemy docs, "Closing").
+CLOSE_METHODS = frozenset({"close", "invalidate", "reset"})
+CONNECTION_CLOSE_METHODS = frozenset({"close", "invalidate"})
+ROLLBACK_METHODS = frozenset({"rollback"})
+
+_API = {
+    "Session": Kind("session_class", api="Session"),
+    "AsyncSession": Kind("session_class", is_async=True, api="AsyncSession"),
+    "Engine": Kind("engine_type", api="Engine"),
+    "AsyncEngine": Kind("engine_type", is_async=True, api="AsyncEngine"),
+    "Connection": Kind("connection_type", api="Connection"),
+    "AsyncConnection": Kind("connection_type", is_async=True, api="AsyncConnection"),
+}
+for _name in (
+    "sessionmaker",
+    "async_sessionmaker",
+    "scoped_session",
+    "async_scoped_session",
+    "create_engine",
+    "create_async_engine",
+    "URL",
+    "make_url",
+    "NullPool",
+    "StaticPool",
+    "QueuePool",
+    "AsyncAdaptedQueuePool",
+    "SingletonThreadPool",
+    "AssertionPool",
+    "close_all_sessions",
+):
+    _API[_name] = Kind("api", api=_name)
+
+
+def sqla_kind(qname: str) -> Kind | None:
+    """The kind of a ``sqlalchemy.*`` qualified name, or None."""
+    if not qname.startswith("sqlalchemy"):
+        return None
+    return _API.get(qname.rsplit(".", 1)[-1])

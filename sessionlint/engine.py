@@ -1,0 +1,261 @@
+"""Check files: read, parse once, one batched visit of every enabled rule, noqa.
+
+Adapters (CLI, flake8, pre-commit) call :class:`Checker`; they translate, never analyse.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import io
+import os
+import tokenize
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from sessionlint import registry
+from sessionlint.analysis.context import FileContext
+from sessionlint.analysis.project import ProjectIndex
+from sessionlint.analysis.walk import children
+from sessionlint.config import Settings
+from sessionlint.diagnostics import Diagnostic
+from sessionlint.rules.base import Report, Rule
+from sessionlint.suppress import is_suppressed, noqa_lines
+
+
+class SourceError(Exception):
+    """A file that cannot be read or decoded (SES002)."""
+
+
+@dataclass
+class FileResult:
+    path: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # internal errors: exit status 2
+
+    @property
+    def has_input_error(self) -> bool:
+        return any(d.code in ("SES001", "SES002") for d in self.diagnostics)
+
+
+def read_source(path: str) -> str:
+    """The file's text, decoded as Python does it (PEP 263 cookie, BOM)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise SourceError(exc.strerror or str(exc)) from exc
+    return decode_source(data)
+
+
+def decode_source(data: bytes) -> str:
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        return data.decode(encoding)
+    except (SyntaxError, LookupError) as exc:
+        raise SourceError(f"bad encoding declaration: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"not valid {exc.encoding} (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+
+
+def syntax_error(source: str, error: cst.ParserSyntaxError) -> tuple[int, int, str]:
+    """Line, column (1-based) and message for a file that does not parse."""
+    try:
+        ast.parse(source)
+    except SyntaxError as exc:
+        line = exc.lineno or 1
+        col = exc.offset or 1
+        return line, col, exc.msg
+    except (ValueError, RecursionError) as exc:  # null bytes, absurd nesting
+        return 1, 1, str(exc)
+    return error.raw_line, error.raw_column + 1, error.message.splitlines()[0]
+
+
+class Checker:
+    """Checks files against a project index with a fixed set of rules."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        index: ProjectIndex,
+        rules: Sequence[type[Rule]] | None = None,
+        debug: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.rules = list(rules) if rules is not None else registry.enabled_rules(settings.select, settings.ignore)
+        self.debug = debug
+        self.rule_info = registry.rules()
+
+    # -- public -----------------------------------------------------------------
+
+    def check_path(self, path: str) -> FileResult:
+        try:
+            source = read_source(path)
+        except SourceError as exc:
+            return FileResult(path, [self._input_error("SES002", path, 1, 1, str(exc))])
+        return self.check_source(source, path)
+
+    def check_source(self, source: str, path: str, index_path: str | None = None) -> FileResult:
+        """Check ``source`` as the contents of ``path`` (the display path).
+
+        ``index_path`` is where the file lives for cross-module resolution (defaults
+        to ``path``); its in-memory source replaces what is on disk.
+        """
+        result = FileResult(path)
+        try:
+            module = cst.parse_module(source)
+        except cst.ParserSyntaxError as exc:
+            line, col, message = syntax_error(source, exc)
+            result.diagnostics.append(self._input_error("SES001", path, line, col, message))
+            return result
+        except (RecursionError, MemoryError) as exc:
+            result.diagnostics.append(self._input_error("SES001", path, 1, 1, type(exc).__name__))
+            return result
+        real = index_path or path
+        self.index.add_file(real, source)
+        reports = self._run_rules(module, real, result)
+        if reports:
+            result.diagnostics.extend(self._diagnostics(module, source, path, reports))
+        result.diagnostics.sort()
+        return result
+
+    # -- internals --------------------------------------------------------------
+
+    def _rules_for(self, path: str) -> list[type[Rule]]:
+        ignored = self._per_file_ignores(path)
+        if not ignored:
+            return self.rules
+        return [r for r in self.rules if not any(r.code.startswith(i) for i in ignored)]
+
+    def _per_file_ignores(self, path: str) -> tuple[str, ...]:
+        if not self.settings.per_file_ignores:
+            return ()
+        try:
+            rel = os.path.relpath(os.path.abspath(path), self.settings.root).replace(os.sep, "/")
+        except ValueError:
+            rel = path
+        name = os.path.basename(path)
+        out: list[str] = []
+        for pattern, codes in self.settings.per_file_ignores:
+            if fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(path, pattern):
+                out.extend(codes)
+        return tuple(out)
+
+    def _run_rules(self, module: cst.Module, path: str, result: FileResult) -> list[Report]:
+        rule_classes = self._rules_for(path)
+        if not rule_classes:
+            return []
+        ctx = FileContext(path, module, self.index)
+        reports: list[Report] = []
+        visitors: dict[str, list[tuple[Rule, Callable[[cst.CSTNode], None]]]] = {}
+        leavers: dict[str, list[tuple[Rule, Callable[[cst.CSTNode], None]]]] = {}
+        for rule_class in rule_classes:
+            rule = rule_class(ctx, reports)
+            for attr in dir(rule_class):
+                if attr.startswith("visit_"):
+                    visitors.setdefault(attr[6:], []).append((rule, getattr(rule, attr)))
+                elif attr.startswith("leave_"):
+                    leavers.setdefault(attr[6:], []).append((rule, getattr(rule, attr)))
+        crashed: set[str] = set()
+
+        def call(entries: list[tuple[Rule, Callable[[cst.CSTNode], None]]], node: cst.CSTNode) -> None:
+            for rule, method in entries:
+                if rule.code in crashed:
+                    continue
+                try:
+                    method(node)
+                except Exception as exc:  # a rule crash must not stop the other rules
+                    if self.debug:
+                        raise
+                    crashed.add(rule.code)
+                    where = traceback.extract_tb(exc.__traceback__)[-1]
+                    result.errors.append(
+                        f"{result.path}: internal error in {rule.code} ({rule.name}): "
+                        f"{type(exc).__name__}: {exc} (at {os.path.basename(where.filename)}:{where.lineno}); "
+                        "rerun with --debug for the traceback"
+                    )
+
+        # One walk, pre-order visits and post-order leaves.
+        stack: list[tuple[cst.CSTNode, bool]] = [(module, False)]
+        while stack:
+            node, leaving = stack.pop()
+            name = type(node).__name__
+            if leaving:
+                entries = leavers.get(name)
+                if entries:
+                    call(entries, node)
+                continue
+            entries = visitors.get(name)
+            if entries:
+                call(entries, node)
+            if leavers:
+                stack.append((node, True))
+            stack.extend((child, False) for child in reversed(list(children(node))))
+        return reports
+
+    def _diagnostics(self, module: cst.Module, source: str, path: str, reports: list[Report]) -> Iterable[Diagnostic]:
+        # Positions are computed only for files with something to report.
+        positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+        noqa = noqa_lines(source)
+        seen: set[tuple[int, int, str]] = set()
+        for report in reports:
+            where = positions.get(report.node)
+            if where is None:
+                continue
+            line, col = where.start.line, where.start.column + 1
+            key = (line, col, report.rule.code)
+            if key in seen or is_suppressed(noqa, line, report.rule.code):
+                continue
+            seen.add(key)
+            yield Diagnostic(
+                path=path,
+                line=line,
+                column=col,
+                code=report.rule.code,
+                name=report.rule.name,
+                message=report.message,
+                end_line=where.end.line,
+                end_column=where.end.column + 1,
+                hint=report.rule.hint,
+            )
+
+    def _input_error(self, code: str, path: str, line: int, col: int, error: str) -> Diagnostic:
+        rule = self.rule_info[code]
+        return Diagnostic(path, line, col, code, rule.name, rule.message.format(error=error), line, col)
+
+
+def build_index(settings: Settings, files: Iterable[str], extra_roots: Iterable[str] = ()) -> ProjectIndex:
+    """The project index over the project root plus the files being checked."""
+    from sessionlint.discovery import Walker
+
+    index = ProjectIndex(settings.root, session_factories=settings.session_factories)
+    walker = Walker(settings.root, (*settings.exclude, *settings.extend_exclude))
+    seen = set()
+    for path in walker.walk(str(settings.root)):
+        seen.add(os.path.abspath(path))
+        index.add_file(path)
+    for path in files:
+        if os.path.abspath(path) not in seen:
+            index.add_file(path)
+    return index
+
+
+def project_settings(paths: Sequence[str], config: str | None = None) -> Settings:
+    """Settings from ``--config`` or the nearest pyproject.toml above the first path."""
+    from sessionlint.config import find_pyproject, find_root, load_settings
+
+    start = Path(paths[0] if paths else ".").resolve()
+    if config is not None:
+        config_path: Path | None = Path(config)
+    else:
+        config_path = find_pyproject(start)
+    root = config_path.parent.resolve() if config_path is not None else find_root(start)
+    return load_settings(config_path, root)

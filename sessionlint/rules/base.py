@@ -1,0 +1,77 @@
+"""The base every rule derives from: metadata plus ``report``.
+
+A rule declares ``code``, ``name``, ``message`` (a template naming the variable, no
+advice), an optional ``hint``, and a docstring with the sections What it does / Why is
+this bad? / Example / Use instead. It defines ``visit_<Node>``/``leave_<Node>`` methods
+that read facts from ``self.ctx`` (the analysis layer) and call ``self.report``. Rules
+never format output, read files, or import other rules.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import libcst as cst
+
+from sessionlint.analysis.context import FileContext
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    rule: type[Rule]
+    node: cst.CSTNode
+    message: str
+
+
+class Rule:
+    code: ClassVar[str]
+    name: ClassVar[str]
+    message: ClassVar[str]
+    hint: ClassVar[str | None] = None
+    status: ClassVar[str] = "stable"  # "preview" | "stable" | "removed"
+    default_enabled: ClassVar[bool] = True
+    kind: ClassVar[str] = "static"  # "static" | "input" | "runtime"
+
+    def __init__(self, ctx: FileContext, sink: list[Report]) -> None:
+        self.ctx = ctx
+        self._sink = sink
+
+    def report(self, node: cst.CSTNode, **fields: Any) -> None:
+        self._sink.append(Report(type(self), node, self.message.format(**fields)))
+
+    @classmethod
+    def doc(cls) -> str:
+        return _dedent(cls.__doc__ or "")
+
+    @classmethod
+    def doc_sections(cls) -> dict[str, str]:
+        """``{"What it does": "...", ...}`` parsed from the docstring's ``## `` headings."""
+        sections: dict[str, str] = {}
+        current = ""
+        for line in cls.doc().splitlines():
+            match = re.match(r"^##\s+(.*?)\s*$", line)
+            if match:
+                current = match.group(1)
+                sections[current] = ""
+            elif current:
+                sections[current] += line + "\n"
+        return {k: v.strip("\n") for k, v in sections.items()}
+
+    @classmethod
+    def summary(cls) -> str:
+        what = cls.doc_sections().get("What it does", "")
+        return " ".join(what.split(".")[0].split()) + "." if what else cls.name
+
+
+def _dedent(text: str) -> str:
+    import inspect
+
+    return inspect.cleandoc(text)
+
+
+def code_block(section: str) -> str:
+    """The first ```python block of a doc section."""
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    return match.group(1) if match else ""

@@ -1,0 +1,257 @@
+"""SES1xx: sessions and connections that are not closed, or used after closing."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from sessionlint.rules.base import Rule
+
+
+class SessionNotClosed(Rule):
+    """
+    ## What it does
+    Finds a session the function creates and owns that is not closed on some path:
+    no `with` block, and no `close()` reached on that path (an early `return`, a
+    `break`, a branch that skips it, or the variable being overwritten while open).
+
+    ## Why is this bad?
+    An unclosed session keeps its connection checked out of the pool and its
+    transaction open until garbage collection happens to reclaim it. Under load the
+    pool runs dry: `QueuePool limit of size 5 overflow 10 reached, connection timed
+    out`, and the database shows connections `idle in transaction` holding locks.
+
+    ## Example
+    ```python
+    from sqlalchemy.orm import sessionmaker
+
+    SessionLocal = sessionmaker()
+
+    def get_user(user_id):
+        session = SessionLocal()
+        user = session.get(User, user_id)
+        if user is None:
+            return None
+        session.close()
+        return user
+    ```
+
+    ## Use instead
+    ```python
+    from sqlalchemy.orm import sessionmaker
+
+    SessionLocal = sessionmaker()
+
+    def get_user(user_id):
+        with SessionLocal() as session:
+            return session.get(User, user_id)
+    ```
+
+    ## Known problems
+    Ownership leaving the function is recognised when the session is returned,
+    yielded to a consumer, stored on an attribute, in a container or a global, wrapped
+    by a constructor that is returned or stored, or registered with a closing construct
+    (`contextlib.closing`, `ExitStack`, `atexit.register(s.close)`). A helper that
+    closes its argument is recognised when it is defined in the analysed project.
+    Sessions returned by a `scoped_session` registry belong to the registry (see
+    SES301) and are not reported here.
+
+    ## Options
+    `session-factories`: qualified names of functions that return new sessions.
+
+    ## References
+    - https://docs.sqlalchemy.org/en/20/orm/session_basics.html#opening-and-closing-a-session
+    """
+
+    code = "SES101"
+    name = "session-not-closed"
+    message = "session `{var}` is not closed on every path"
+    hint = "use a `with` block, or close it in a `finally` block"
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        facts = self.ctx.flow(node)
+        for site, normal in facts.sites_leaking():
+            if site.kind == "session" and normal:
+                self.report(site.node, var=facts.name_of(site))
+
+
+class CloseNotGuaranteed(Rule):
+    """
+    ## What it does
+    Finds a session whose `close()` is called, but not in a `finally` block (or by a
+    `with` block), so an exception raised between creating and closing it skips the
+    `close()`.
+
+    ## Why is this bad?
+    The exception path is exactly when a session is most likely to hold a broken
+    transaction. Skipping `close()` there leaks the connection to the pool and leaves
+    the transaction open on the server until garbage collection: under a burst of
+    errors, the pool is exhausted and healthy requests start failing too.
+
+    ## Example
+    ```python
+    from sqlalchemy.orm import sessionmaker
+
+    SessionLocal = sessionmaker()
+
+    def rename(user_id, name):
+        session = SessionLocal()
+        session.get(User, user_id).name = name
+        session.commit()
+        session.close()
+    ```
+
+    ## Use instead
+    ```python
+    from sqlalchemy.orm import sessionmaker
+
+    SessionLocal = sessionmaker()
+
+    def rename(user_id, name):
+        with SessionLocal() as session:
+            session.get(User, user_id).name = name
+            session.commit()
+    ```
+
+    ## Known problems
+    Every call, `await`, subscript, `yield` and `assert` is assumed to be able to
+    raise; `close()` and `rollback()` themselves are assumed not to.
+
+    ## References
+    - https://docs.sqlalchemy.org/en/20/orm/session_basics.html#framing-out-a-begin-commit-rollback-block
+    """
+
+    code = "SES102"
+    name = "close-not-guaranteed"
+    message = "session `{var}` is closed, but not in `finally`: an exception before `close()` leaks it"
+    hint = "use a `with` block, or move `close()` into `finally`"
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        facts = self.ctx.flow(node)
+        for site, normal in facts.sites_leaking():
+            if site.kind == "session" and not normal:
+                self.report(site.node, var=facts.name_of(site))
+
+
+class ConnectionNotClosed(Rule):
+    """
+    ## What it does
+    Finds a Core connection the function owns (`engine.connect()`,
+    `engine.raw_connection()`, or a bare `engine.begin()` outside a `with`) that is not
+    closed on every path, normal or exceptional, and not used as a context manager.
+
+    ## Why is this bad?
+    A connection that is never closed stays checked out of the engine's pool. A few
+    leaks per minute exhaust a pool of five; on MySQL and PostgreSQL its open
+    transaction also holds locks and keeps old row versions alive.
+
+    ## Example
+    ```python
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine("postgresql://app@db/app")
+
+    def health():
+        conn = engine.connect()
+        return conn.execute(text("select 1")).scalar()
+    ```
+
+    ## Use instead
+    ```python
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine("postgresql://app@db/app")
+
+    def health():
+        with engine.connect() as conn:
+            return conn.execute(text("select 1")).scalar()
+    ```
+
+    ## Known problems
+    An engine is recognised when it is bound to `create_engine(...)` or
+    `create_async_engine(...)` (in this module or imported from another), or annotated
+    as `Engine`/`AsyncEngine`. Engines reached through attributes (`self.engine`) are
+    not followed.
+
+    ## References
+    - https://docs.sqlalchemy.org/en/20/core/connections.html#basic-usage
+    """
+
+    code = "SES103"
+    name = "connection-not-closed"
+    message = "connection `{var}` is not closed on every path"
+    hint = "use `with engine.connect() as conn:` (or `with engine.begin() as conn:`)"
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        facts = self.ctx.flow(node)
+        for site, _normal in facts.sites_leaking():
+            if site.kind == "connection":
+                self.report(site.node, var=facts.name_of(site))
+
+
+class SessionUsedAfterWith(Rule):
+    """
+    ## What it does
+    Finds a session used after the `with` block that closed it, typically a
+    `rollback()` in an `except` clause placed outside the `with`.
+
+    ## Why is this bad?
+    A closed session is not dead: the next use silently begins a new transaction on a
+    new connection, and nothing closes that one. The `rollback()` meant to clean up
+    instead opens a connection that leaks, and the original transaction was already
+    rolled back by the `with` block's exit.
+
+    ## Example
+    ```python
+    from sqlalchemy.orm import sessionmaker
+
+    SessionLocal = sessionmaker()
+
+    def create(order):
+        try:
+            with SessionLocal() as session:
+                session.add(order)
+                session.commit()
+        except Exception:
+            session.rollback()
+            raise
+    ```
+
+    ## Use instead
+    ```python
+    from sqlalchemy.orm import sessionmaker
+
+    SessionLocal = sessionmaker()
+
+    def create(order):
+        with SessionLocal() as session:
+            try:
+                session.add(order)
+                session.commit()
+            except Exception:
+                session.rollback()
+                raise
+    ```
+
+    ## Known problems
+    Any attribute use other than `close()` counts. `with session.begin():` does not
+    close the session, so uses after it are fine.
+
+    ## References
+    - https://docs.sqlalchemy.org/en/20/orm/session_basics.html#closing
+    """
+
+    code = "SES104"
+    name = "session-used-after-with"
+    message = "session `{var}` is used after the `with` block that closed it"
+    hint = "move this use inside the `with` block"
+
+    def _check(self, node: cst.Module | cst.FunctionDef) -> None:
+        facts = self.ctx.flow(node)
+        for use, site_index in facts.uses_after_with.values():
+            self.report(use, var=facts.name_of(facts.sites[site_index]))
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._check(node)
+
+    def visit_Module(self, node: cst.Module) -> None:
+        self._check(node)
