@@ -1,0 +1,124 @@
+"""Cheap stack capture, formatted only when a finding is reported.
+
+A listener runs on every checkout, so capturing must not build
+`traceback.FrameSummary` objects or read source lines: we walk
+`sys._getframe()` and keep only `(code object, line number)` pairs, flattened
+into one tuple. Code objects are shared and long-lived, so holding them keeps
+no locals alive. Formatting and trimming happen only for reported findings.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import CodeType, FrameType
+
+# A captured stack: code0, line0, code1, line1, ... innermost first.
+RawStack = tuple[object, ...]
+
+EMPTY: RawStack = ()
+
+_SEP = os.sep
+# Path fragments of frames that are never the user's: the libraries the guard
+# sits between, and the guard itself.
+_INTERNAL_PARTS: tuple[str, ...] = tuple(
+    f"{_SEP}{name}{_SEP}"
+    for name in (
+        "sqlalchemy",
+        "_pytest",
+        "pytest",
+        "pluggy",
+        "xdist",
+        "execnet",
+        "greenlet",
+        "asyncio",
+        "concurrent",
+        "aiosqlite",
+        "aiomysql",
+        "pymysql",
+        "psycopg",
+    )
+)
+_GUARD_DIR = os.path.dirname(os.path.abspath(__file__)) + _SEP
+_INTERNAL_FILES = frozenset({"threading.py", "runpy.py", "contextlib.py", "pytest", "py.test"})
+
+
+def capture(skip: int = 1, limit: int = 64) -> RawStack:
+    """Capture the calling stack as (code, lineno) pairs, innermost first.
+
+    `skip` frames are dropped (1 = the caller of `capture`). Under asyncio,
+    SQLAlchemy runs the sync pool code in a child greenlet whose frame chain
+    stops at the greenlet's entry; the user's coroutine frames live in the
+    parent greenlet, so we continue from `greenlet.getcurrent().parent.gr_frame`.
+    """
+    out: list[object] = []
+    frame: FrameType | None
+    try:
+        frame = sys._getframe(skip + 1)
+    except ValueError:
+        return EMPTY
+    n = 0
+    while frame is not None and n < limit:
+        out.append(frame.f_code)
+        out.append(frame.f_lineno)
+        frame = frame.f_back
+        n += 1
+    greenlet_mod = sys.modules.get("greenlet")
+    if greenlet_mod is not None and n < limit:
+        parent = getattr(greenlet_mod.getcurrent(), "parent", None)
+        frame = getattr(parent, "gr_frame", None) if parent is not None else None
+        while frame is not None and n < limit:
+            out.append(frame.f_code)
+            out.append(frame.f_lineno)
+            frame = frame.f_back
+            n += 1
+    return tuple(out)
+
+
+def is_internal(filename: str) -> bool:
+    """True for frames of SQLAlchemy, pytest, pluggy, drivers, asyncio or the guard."""
+    if filename.startswith("<"):
+        # SQLAlchemy compiles decorators and generated methods as "<string>".
+        return True
+    if filename.startswith(_GUARD_DIR):
+        return True
+    if os.path.basename(filename) in _INTERNAL_FILES:
+        return True
+    return any(part in filename for part in _INTERNAL_PARTS)
+
+
+def _display_path(filename: str, cwd: str) -> str:
+    if filename.startswith(cwd + _SEP):
+        return filename[len(cwd) + 1 :]
+    return filename
+
+
+def format_stack(raw: RawStack, *, trim: bool = True, cwd: str | None = None) -> list[str]:
+    """`path:line in function` strings, innermost last.
+
+    With `trim`, frames of the libraries and of the guard are dropped; if that
+    leaves nothing (a checkout made entirely inside library code), the five
+    innermost frames are kept so that the finding still points somewhere.
+    """
+    base = cwd if cwd is not None else os.getcwd()
+    entries: list[tuple[str, str]] = []
+    for i in range(0, len(raw) - 1, 2):
+        code = raw[i]
+        lineno = raw[i + 1]
+        if not isinstance(code, CodeType):
+            continue
+        entries.append((code.co_filename, f"{_display_path(code.co_filename, base)}:{lineno} in {code.co_name}"))
+    if trim:
+        kept = [text for filename, text in entries if not is_internal(filename)]
+        if not kept:
+            kept = [text for _, text in entries[:5]]
+    else:
+        kept = [text for _, text in entries]
+    kept.reverse()
+    return kept
+
+
+def innermost_user_frame(raw: RawStack, cwd: str | None = None) -> str | None:
+    """The innermost non-internal frame as `path:line in function`, if any."""
+    frames = format_stack(raw, trim=True, cwd=cwd)
+    return frames[-1] if frames else None

@@ -1,0 +1,1323 @@
+"""The runtime guard's core: SQLAlchemy event listeners and scope bookkeeping.
+
+Framework-free: no pytest, no LibCST. `Tracker.install()` attaches listeners to
+the *classes* `Pool`, `Engine` and `Session`, so every pool, engine and session
+in the process is covered, whether it was created before or after install
+(SQLAlchemy propagates class-level listeners to existing and future instances;
+see "Event Registration" / "Targets" in the SQLAlchemy event docs).
+`Tracker.uninstall()` removes each listener with `event.remove`.
+
+What is tracked, keyed by `id()` and validated by a weak reference so that a
+recycled id is never mistaken for the old object:
+
+* checkouts, keyed by connection record (the pool's `_ConnectionRecord`):
+  thread, time, the checkout stack (captured cheaply, formatted on report);
+* outermost transactions: ORM (`after_transaction_create` with
+  `transaction.parent is None`) and Core (`ConnectionEvents.begin`), with the
+  thread that began them;
+* sessions holding connections (`after_begin`), and `scoped_session`
+  registries holding sessions.
+
+Findings go to *scopes*. A scope is what a test, a fixture or a web request is
+to the framework driving the guard: `with tracker.scope("name") as s:` then
+`s.findings`, or `begin_scope()` / `end_scope()`.
+
+Listeners never raise into the application: any error inside the guard becomes
+a `GuardWarning` and is kept in `Tracker.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import gc
+import itertools
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.pool import Pool, QueuePool
+from sqlalchemy.util import ScopedRegistry, ThreadLocalRegistry
+
+from sessionlint.runtime_guard import server as _server
+from sessionlint.runtime_guard.codes import name_of
+from sessionlint.runtime_guard.settings import GuardSettings
+from sessionlint.runtime_guard.stack import EMPTY, RawStack, capture, format_stack, innermost_user_frame
+
+__all__ = ["Finding", "GuardWarning", "Scope", "Tracker"]
+
+_MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
+
+
+class GuardWarning(UserWarning):
+    """An error inside the guard; the application was not affected."""
+
+
+@dataclass(frozen=True, eq=False)
+class Finding:
+    """One runtime finding. The stack is kept raw and formatted on demand."""
+
+    code: str
+    message: str
+    scope: str
+    raw_stack: RawStack = EMPTY
+    duration: float | None = None
+    thread: str | None = None
+    engine: str | None = None
+    related: tuple[tuple[str, RawStack], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return name_of(self.code)
+
+    def stack(self, *, trim: bool = True, cwd: str | None = None) -> list[str]:
+        """`path:line in function` strings, innermost last, trimmed to user frames."""
+        return format_stack(self.raw_stack, trim=trim, cwd=cwd)
+
+    def related_stacks(self, cwd: str | None = None) -> list[tuple[str, list[str]]]:
+        return [(label, format_stack(raw, cwd=cwd)) for label, raw in self.related]
+
+    def to_dict(self, cwd: str | None = None) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "name": self.name,
+            "message": self.message,
+            "scope": self.scope,
+            "stack": self.stack(cwd=cwd),
+            "duration": self.duration,
+            "thread": self.thread,
+            "engine": self.engine,
+            "related": [{"label": label, "stack": frames} for label, frames in self.related_stacks(cwd)],
+        }
+
+
+@dataclass
+class _Wait:
+    """Exhaustion of one pool within one scope, aggregated into one SES907."""
+
+    pool_label: str
+    capacity: str
+    stack: RawStack
+    thread: str
+    holders: tuple[tuple[str, RawStack], ...]
+    waits: int = 0
+    timeouts: int = 0
+    longest: float = 0.0
+
+
+class Scope:
+    """A unit of blame: items begun while it is active belong to it."""
+
+    def __init__(self, name: str, settings: GuardSettings, kind: str = "scope") -> None:
+        self.name = name
+        self.kind = kind
+        self.settings = settings
+        self.findings: list[Finding] = []
+        self.closed = False
+        self.data: dict[str, Any] = {}
+        self._registry_start: frozenset[tuple[int, int]] = frozenset()
+        self._waits: dict[int, _Wait] = {}
+
+    @property
+    def max_transaction(self) -> float:
+        return self.settings.max_transaction
+
+    def allows(self, code: str) -> bool:
+        return code in self.settings.allow
+
+    def __repr__(self) -> str:
+        return f"<Scope {self.name!r} {'closed' if self.closed else 'open'} findings={len(self.findings)}>"
+
+
+class _Checkout:
+    __slots__ = ("record_ref", "proxy_ref", "pool", "thread_ident", "thread", "start", "stack", "scope", "reported")
+
+    def __init__(
+        self,
+        record_ref: weakref.ref[Any],
+        proxy_ref: weakref.ref[Any] | None,
+        pool: Any,
+        thread_ident: int,
+        thread: str,
+        start: float,
+        stack: RawStack,
+        scope: Scope,
+    ) -> None:
+        self.record_ref = record_ref
+        self.proxy_ref = proxy_ref
+        self.pool = pool
+        self.thread_ident = thread_ident
+        self.thread = thread
+        self.start = start
+        self.stack = stack
+        self.scope = scope
+        self.reported = False
+
+
+class _CoreTx:
+    __slots__ = ("conn_ref", "thread_ident", "thread", "start", "seq", "stack", "scope", "session_owned", "cross", "pool_id")
+
+    def __init__(
+        self,
+        conn_ref: weakref.ref[Any],
+        thread_ident: int,
+        thread: str,
+        start: float,
+        seq: int,
+        stack: RawStack,
+        scope: Scope,
+        pool_id: int,
+    ) -> None:
+        self.conn_ref = conn_ref
+        self.thread_ident = thread_ident
+        self.thread = thread
+        self.start = start
+        self.seq = seq
+        self.stack = stack
+        self.scope = scope
+        self.session_owned = False
+        self.cross: set[int] = set()
+        self.pool_id = pool_id
+
+
+class _SessionState:
+    __slots__ = ("session_ref", "thread_ident", "thread", "start", "seq", "stack", "scope", "records", "pool_id", "reported")
+
+    def __init__(
+        self,
+        session_ref: weakref.ref[Any],
+        thread_ident: int,
+        thread: str,
+        start: float,
+        seq: int,
+        stack: RawStack,
+        scope: Scope,
+    ) -> None:
+        self.session_ref = session_ref
+        self.thread_ident = thread_ident
+        self.thread = thread
+        self.start = start
+        self.seq = seq
+        self.stack = stack
+        self.scope = scope
+        self.records: set[int] = set()
+        self.pool_id: int | None = None
+        self.reported = False
+
+
+class _PoolInfo:
+    __slots__ = ("pool_ref", "url", "dialect")
+
+    def __init__(self, pool_ref: weakref.ref[Any], url: str, dialect: str) -> None:
+        self.pool_ref = pool_ref
+        self.url = url
+        self.dialect = dialect
+
+
+@dataclass
+class Stats:
+    """Counters for the stress test and the benchmark: nothing may go missing."""
+
+    checkouts: int = 0
+    checkins: int = 0
+    transactions: int = 0
+    session_transactions: int = 0
+    findings: int = 0
+
+
+# -- process-wide patches ---------------------------------------------------
+#
+# Two things have no SQLAlchemy event: a checkout waiting on an exhausted
+# QueuePool, and the creation of a scoped_session registry. For those the guard
+# wraps `QueuePool.connect` and `scoped_session.__init__` while at least one
+# tracker is installed, and restores the classes exactly when the last one is
+# uninstalled. The wrappers dispatch to every installed tracker.
+
+_ACTIVE: list[Tracker] = []
+_ACTIVE_LOCK = threading.Lock()
+_MISSING = object()
+_saved: dict[str, Any] = {}
+
+
+def _registry_classes() -> list[type]:
+    classes: list[type] = [scoped_session]
+    try:
+        from sqlalchemy.ext.asyncio import async_scoped_session
+    except ImportError:  # pragma: no cover - asyncio extension needs greenlet
+        pass
+    else:
+        classes.append(async_scoped_session)
+    return classes
+
+
+def _apply_patches() -> None:
+    base_connect: Callable[[Any], Any] = QueuePool.connect
+    _saved["QueuePool.connect"] = QueuePool.__dict__.get("connect", _MISSING)
+
+    def connect(pool: Any) -> Any:
+        trackers = _ACTIVE[:]
+        waiting = False
+        for tracker in trackers:
+            waiting = tracker._pool_full(pool) or waiting
+        if not waiting:
+            return base_connect(pool)
+        stack = capture(1)
+        start = time.monotonic()
+        try:
+            result = base_connect(pool)
+        except sa_exc.TimeoutError:
+            for tracker in trackers:
+                tracker._pool_waited(pool, stack, time.monotonic() - start, timed_out=True)
+            raise
+        for tracker in trackers:
+            tracker._pool_waited(pool, stack, time.monotonic() - start, timed_out=False)
+        return result
+
+    connect.__wrapped__ = base_connect  # type: ignore[attr-defined]
+    setattr(QueuePool, "connect", connect)  # noqa: B010 - class patch, restored on uninstall
+
+    for cls in _registry_classes():
+        original = cls.__dict__["__init__"]
+        _saved[f"{cls.__qualname__}.__init__"] = (cls, original)
+
+        def __init__(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
+            __original(self, *args, **kwargs)
+            for tracker in _ACTIVE[:]:
+                tracker._register_registry(self, capture(1))
+
+        __init__.__wrapped__ = original  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[misc]
+
+
+def _restore_patches() -> None:
+    saved_connect = _saved.pop("QueuePool.connect", _MISSING)
+    if saved_connect is _MISSING:
+        with contextlib.suppress(AttributeError):
+            delattr(QueuePool, "connect")
+    else:
+        setattr(QueuePool, "connect", saved_connect)  # noqa: B010
+    for key in [k for k in _saved if k.endswith(".__init__")]:
+        cls, original = _saved.pop(key)
+        cls.__init__ = original
+
+
+def patches_applied() -> bool:
+    """True while the guard's class patches are in place (for uninstall checks)."""
+    return "connect" in QueuePool.__dict__ or any(
+        getattr(cls.__dict__.get("__init__"), "__wrapped__", None) is not None for cls in _registry_classes()
+    )
+
+
+class Tracker:
+    """Tracks checkouts, transactions, sessions and registries; reports SES901-SES907."""
+
+    def __init__(self, settings: GuardSettings | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings or GuardSettings()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tls = threading.local()
+        self._seq = itertools.count()
+        self._checkouts: dict[int, _Checkout] = {}
+        self._detached: dict[int, _Checkout] = {}
+        self._core: dict[int, _CoreTx] = {}
+        self._sessions: dict[int, _SessionState] = {}
+        self._record_session: dict[int, int] = {}
+        self._registries: dict[int, tuple[weakref.ref[Any], RawStack]] = {}
+        self._registry_owner: dict[tuple[int, int], Scope] = {}
+        self._pools: dict[int, _PoolInfo] = {}
+        self._dead: collections.deque[tuple[str, int, weakref.ref[Any]]] = collections.deque()
+        self.root = Scope("<run>", self.settings, kind="run")
+        self._active: list[Scope] = [self.root]
+        self.errors: list[str] = []
+        self.stats = Stats()
+        self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
+
+    # -- install / uninstall ------------------------------------------------
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._listeners)
+
+    def _listener_table(self) -> list[tuple[Any, str, Callable[..., Any]]]:
+        # (target class, event name, bound listener). Class-level targets cover
+        # every instance, existing or future. Docs: PoolEvents, ConnectionEvents
+        # (listening on the Engine class), SessionEvents (the Session class).
+        return [
+            (Pool, "checkout", self._on_checkout),
+            (Pool, "checkin", self._on_checkin),
+            (Pool, "detach", self._on_detach),
+            (Pool, "close_detached", self._on_close_detached),
+            (Engine, "engine_connect", self._on_engine_connect),
+            (Engine, "begin", self._on_begin),
+            (Engine, "commit", self._on_commit),
+            (Engine, "rollback", self._on_rollback),
+            (Engine, "before_cursor_execute", self._on_before_cursor_execute),
+            (Session, "after_transaction_create", self._on_tx_create),
+            (Session, "after_begin", self._on_after_begin),
+            (Session, "after_transaction_end", self._on_tx_end),
+        ]
+
+    def install(self) -> Tracker:
+        """Listen on every pool, engine and session in the process. Idempotent."""
+        if self._listeners:
+            return self
+        table = self._listener_table()
+        for target, name, fn in table:
+            event.listen(target, name, fn)
+        self._listeners = table
+        with _ACTIVE_LOCK:
+            if not _ACTIVE:
+                _apply_patches()
+            _ACTIVE.append(self)
+        # Registries created before install (e.g. by a module imported from a
+        # conftest before the plugin configured) are found once, here.
+        for obj in gc.get_objects():
+            if isinstance(obj, scoped_session):
+                self._register_registry(obj, EMPTY)
+            else:
+                cls_name = type(obj).__name__
+                if cls_name == "async_scoped_session":
+                    self._register_registry(obj, EMPTY)
+        return self
+
+    def uninstall(self) -> None:
+        """Remove every listener this tracker added, and the class patches if last."""
+        for target, name, fn in self._listeners:
+            if event.contains(target, name, fn):
+                event.remove(target, name, fn)
+        self._listeners = []
+        with _ACTIVE_LOCK:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
+                if not _ACTIVE:
+                    _restore_patches()
+
+    def listeners(self) -> list[tuple[Any, str, Callable[..., Any]]]:
+        """(target, event, function) of every listener; for `event.contains` checks."""
+        return list(self._listeners) or self._listener_table()
+
+    def __enter__(self) -> Tracker:
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
+    # -- scopes -------------------------------------------------------------
+
+    @property
+    def current_scope(self) -> Scope:
+        return self._active[-1]
+
+    def begin_scope(
+        self,
+        name: str,
+        *,
+        max_transaction: float | None = None,
+        allow: Iterable[str] = (),
+        kind: str = "scope",
+        activate: bool = True,
+    ) -> Scope:
+        settings = self.settings
+        if max_transaction is not None or allow:
+            settings = replace(
+                settings,
+                max_transaction=self.settings.max_transaction if max_transaction is None else max_transaction,
+                allow=self.settings.allow | frozenset(allow),
+            )
+        scope = Scope(name, settings, kind)
+        scope._registry_start = self._registry_pairs()
+        if activate:
+            self._active.append(scope)
+        return scope
+
+    def activate(self, scope: Scope) -> None:
+        """Make `scope` current again (e.g. while a long-lived fixture sets up)."""
+        scope._registry_start = self._registry_pairs()
+        self._active.append(scope)
+
+    def deactivate(self, scope: Scope) -> None:
+        """Stop attributing new items to `scope` without checking it yet."""
+        if scope not in self._active or scope is self.root:
+            return
+        self._active.remove(scope)
+        # Sessions that entered a registry while the scope was active are its.
+        for pair in self._registry_pairs() - scope._registry_start:
+            self._registry_owner.setdefault(pair, scope)
+
+    @contextlib.contextmanager
+    def scope(self, name: str, *, max_transaction: float | None = None, allow: Iterable[str] = ()) -> Iterator[Scope]:
+        """`with tracker.scope("request") as s: ...` then `s.findings`."""
+        scope = self.begin_scope(name, max_transaction=max_transaction, allow=allow)
+        try:
+            yield scope
+        finally:
+            self.end_scope(scope)
+
+    def end_scope(self, scope: Scope | None = None, *, handover: Iterable[tuple[object, Scope]] = ()) -> list[Finding]:
+        """Check `scope` (default: the current one) and return its findings.
+
+        Items begun in the scope and still open are reported: registries
+        (SES904) first, then sessions (SES903), then checkouts (SES901), each
+        skipping what a higher finding already covers. Objects in `handover`
+        are held on purpose by a longer-lived owner (a module- or
+        session-scoped fixture value): what they hold moves to that owner's
+        scope instead of being reported now.
+        """
+        if scope is None:
+            scope = self._active[-1]
+        if scope.closed:
+            return list(scope.findings)
+        self.deactivate(scope)
+        self._drain_dead()
+        held_records, held_sessions, held_pairs = self._resolve_held(handover)
+        registry_now = self._registry_session_map()
+        findings: list[Finding] = []
+        covered_sessions: set[int] = set()
+        covered_records: set[int] = set()
+        with self._lock:
+            # 1. scoped_session registries that gained a session in this scope.
+            for pair, (registry_ref, session_obj, where) in registry_now.items():
+                if pair in held_pairs:
+                    self._registry_owner[pair] = held_pairs[pair]
+                    continue
+                owner = self._registry_owner.get(pair)
+                if owner is None:
+                    # Unclaimed: ours if it appeared after the scope began; one
+                    # present before belongs to an enclosing scope (or the run).
+                    mine = scope.kind == "run" or pair not in scope._registry_start
+                else:
+                    mine = owner is scope
+                if not mine:
+                    continue
+                self._registry_owner[pair] = scope
+                if scope.allows("SES904"):
+                    continue
+                sync_id = id(getattr(session_obj, "sync_session", session_obj))
+                state = self._sessions.get(sync_id)
+                covered_sessions.add(sync_id)
+                if state is not None:
+                    covered_records |= state.records
+                    state.reported = True
+                findings.append(self._registry_finding(scope, registry_ref, where, state))
+            # 2. Sessions whose outermost transaction began here and is open.
+            for key, state in list(self._sessions.items()):
+                if state.scope is not scope or state.reported:
+                    continue
+                if state.session_ref() is None:
+                    continue
+                if key in held_sessions:
+                    state.scope = held_sessions[key]
+                    continue
+                if key in covered_sessions:
+                    continue
+                if scope.allows("SES903"):
+                    continue
+                state.reported = True
+                covered_records |= state.records
+                findings.append(self._session_finding(scope, state, collected=False))
+            # 3. Checkouts made here and still out (detached ones too).
+            for table in (self._checkouts, self._detached):
+                for key, co in list(table.items()):
+                    if co.scope is not scope or co.reported:
+                        continue
+                    record = co.record_ref()
+                    if record is None:
+                        del table[key]
+                        continue
+                    if key in held_records:
+                        co.scope = held_records[key]
+                        continue
+                    owner_session = self._record_session.get(key)
+                    if owner_session is not None and owner_session in held_sessions:
+                        co.scope = held_sessions[owner_session]
+                        continue
+                    if key in covered_records:
+                        co.reported = True
+                        continue
+                    co.reported = True
+                    findings.append(self._checkout_finding(scope, co, detached=table is self._detached))
+            # 4. Exhausted pools, one finding per pool.
+            for wait in scope._waits.values():
+                findings.append(self._wait_finding(scope, wait))
+            scope._waits.clear()
+            # 5. Forget Core transactions of connections that were collected.
+            for key, tx in list(self._core.items()):
+                if tx.conn_ref() is None:
+                    del self._core[key]
+            for finding in findings:
+                if not scope.allows(finding.code):
+                    scope.findings.append(finding)
+                    self.stats.findings += 1
+            scope.closed = True
+        return list(scope.findings)
+
+    def end_run(self, *, check_server: bool | None = None) -> list[Finding]:
+        """End the run: ask the servers for open transactions, then check the root scope."""
+        for scope in list(self._active[1:]):
+            self.deactivate(scope)
+        if self.settings.check_server if check_server is None else check_server:
+            for finding in self.check_server():
+                self._add(self.root, finding)
+        return self.end_scope(self.root)
+
+    # -- reporting helpers (called with the lock held or from listeners) -----
+
+    def _add(self, scope: Scope, finding: Finding) -> None:
+        """Record a finding raised by a listener, in its scope or the current one."""
+        target = scope if not scope.closed else self._active[-1]
+        if target.closed or target.allows(finding.code):
+            return
+        if target is not scope:
+            finding = replace(finding, scope=target.name)
+        target.findings.append(finding)
+        self.stats.findings += 1
+
+    def _pool_label(self, pool_id: int | None) -> str:
+        info = self._pools.get(pool_id) if pool_id is not None else None
+        return info.url if info is not None else "a pool"
+
+    def _engine_of(self, pool_id: int | None) -> str | None:
+        info = self._pools.get(pool_id) if pool_id is not None else None
+        return info.url if info is not None else None
+
+    def _checkout_finding(self, scope: Scope, co: _Checkout, *, detached: bool = False, collected: bool = False) -> Finding:
+        pool_id = id(co.pool) if co.pool is not None else None
+        age = self._clock() - co.start
+        where = innermost_user_frame(co.stack)
+        place = f" at {where}" if where else ""
+        label = self._pool_label(pool_id)
+        if collected:
+            message = (
+                f"connection from {label} checked out{place} on thread {co.thread!r} was never returned: "
+                "the garbage collector returned it; close it with `with engine.connect()` or in a `finally`"
+            )
+        elif detached:
+            message = (
+                f"detached connection from {label} checked out{place} on thread {co.thread!r} "
+                f"is still open after {age:.2f} s; close the detached connection"
+            )
+        else:
+            message = (
+                f"connection from {label} checked out{place} on thread {co.thread!r} "
+                f"was not returned to the pool ({age:.2f} s after checkout); use `with engine.connect() as conn:` "
+                "or close it in a `finally`"
+            )
+        return Finding(
+            "SES901", message, scope.name, co.stack, duration=age, thread=co.thread, engine=self._engine_of(pool_id)
+        )
+
+    def _session_finding(self, scope: Scope, state: _SessionState, *, collected: bool) -> Finding:
+        age = self._clock() - state.start
+        where = innermost_user_frame(state.stack)
+        place = f" begun at {where}" if where else ""
+        holding = (
+            f"holding {len(state.records)} connection(s) of {self._pool_label(state.pool_id)}"
+            if state.records
+            else "holding a transaction (no connection yet)"
+        )
+        if collected:
+            message = (
+                f"Session with a transaction{place} on thread {state.thread!r} was garbage-collected without "
+                f"close(), {holding}; use `with Session(...) as session:` or close it in a `finally`"
+            )
+        else:
+            message = (
+                f"Session still open when the scope ended: transaction{place} on thread {state.thread!r}, "
+                f"open {age:.2f} s, {holding}; use `with Session(...) as session:` or close it in a `finally`"
+            )
+        return Finding(
+            "SES903",
+            message,
+            scope.name,
+            state.stack,
+            duration=age,
+            thread=state.thread,
+            engine=self._engine_of(state.pool_id),
+        )
+
+    def _registry_finding(
+        self, scope: Scope, registry_ref: weakref.ref[Any], where: str, state: _SessionState | None
+    ) -> Finding:
+        registry = registry_ref()
+        created_stack = self._registries.get(id(registry), (None, EMPTY))[1] if registry is not None else EMPTY
+        created = innermost_user_frame(created_stack)
+        made = f" (created at {created})" if created else ""
+        if state is not None:
+            begun = innermost_user_frame(state.stack)
+            txn = f" with a transaction open since {begun}" if begun else " with an open transaction"
+            stack = state.stack
+        else:
+            txn = ""
+            stack = created_stack
+        kind = type(registry).__name__ if registry is not None else "scoped_session"
+        message = (
+            f"{kind} registry{made} still holds a session for {where}{txn}; call `.remove()` at the end of the "
+            "request/task (teardown hook or `finally`)"
+        )
+        related = (("registry created", created_stack),) if created_stack and state is not None else ()
+        return Finding(
+            "SES904",
+            message,
+            scope.name,
+            stack,
+            thread=state.thread if state is not None else None,
+            engine=self._engine_of(state.pool_id) if state is not None else None,
+            related=related,
+        )
+
+    def _wait_finding(self, scope: Scope, wait: _Wait) -> Finding:
+        what = []
+        if wait.waits:
+            what.append(f"{wait.waits} checkout(s) had to wait")
+        if wait.timeouts:
+            what.append(f"{wait.timeouts} timed out")
+        holders = "; ".join(
+            f"{label}" + (f" at {innermost_user_frame(raw)}" if innermost_user_frame(raw) else "")
+            for label, raw in wait.holders[:5]
+        )
+        message = (
+            f"pool {wait.pool_label} exhausted: all {wait.capacity} connections were checked out, "
+            f"{' and '.join(what)} (longest {wait.longest:.2f} s)"
+            + (f"; held by {holders}" if holders else "")
+            + "; return connections promptly or size the pool for the real concurrency"
+        )
+        return Finding(
+            "SES907",
+            message,
+            scope.name,
+            wait.stack,
+            duration=wait.longest,
+            thread=wait.thread,
+            engine=wait.pool_label if wait.pool_label != "a pool" else None,
+            related=wait.holders,
+        )
+
+    # -- listener plumbing --------------------------------------------------
+
+    def _off(self) -> bool:
+        return bool(getattr(self._tls, "off", False))
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Ignore events raised by this thread (the guard's own queries)."""
+        previous = getattr(self._tls, "off", False)
+        self._tls.off = True
+        try:
+            yield
+        finally:
+            self._tls.off = previous
+
+    def _internal_error(self, where: str, exc: BaseException) -> None:
+        message = f"sessionguard: internal error in {where}: {exc!r} (the application was not affected)"
+        if len(self.errors) < 100:
+            self.errors.append(message)
+        try:
+            warnings.warn(message, GuardWarning, stacklevel=3)
+        except Exception:  # noqa: BLE001 - e.g. `-W error`: a warning must not reach the app
+            pass
+
+    def _drain_dead(self) -> None:
+        """Handle objects collected since the last call (weakref callbacks only enqueue)."""
+        while self._dead:
+            try:
+                kind, key, ref = self._dead.popleft()
+            except IndexError:
+                return
+            if kind == "session":
+                with self._lock:
+                    state = self._sessions.get(key)
+                    if state is None or state.session_ref is not ref:
+                        continue
+                    del self._sessions[key]
+                    for record_id in state.records:
+                        if self._record_session.get(record_id) == key:
+                            del self._record_session[record_id]
+                    if not state.reported:
+                        state.reported = True
+                        self._add(state.scope, self._session_finding(state.scope, state, collected=True))
+            elif kind == "registry":
+                with self._lock:
+                    entry = self._registries.get(key)
+                    if entry is not None and entry[0] is ref:
+                        del self._registries[key]
+
+    # -- pool events (PoolEvents) -------------------------------------------
+
+    def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if self._off():
+            return
+        try:
+            thread = threading.current_thread()
+            co = _Checkout(
+                weakref.ref(record),
+                weakref.ref(proxy) if proxy is not None else None,
+                getattr(proxy, "_pool", None),
+                thread.ident or 0,
+                thread.name,
+                self._clock(),
+                capture(1, self.settings.stack_limit),
+                self._active[-1],
+            )
+            with self._lock:
+                self._checkouts[id(record)] = co
+                self.stats.checkouts += 1
+        except Exception as exc:  # noqa: BLE001 - listeners never raise into the app
+            self._internal_error("checkout", exc)
+
+    def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
+        # `dbapi_connection` may be None when the connection was invalidated
+        # (PoolEvents.checkin docs), so everything is keyed by the record.
+        if self._off():
+            return
+        try:
+            with self._lock:
+                co = self._checkouts.pop(id(record), None)
+                self.stats.checkins += 1
+                if co is None or co.record_ref() is not record:
+                    return
+                # The fairy (proxy) is alive during an explicit close; if it is
+                # already gone, the garbage collector is returning the record.
+                if co.proxy_ref is not None and co.proxy_ref() is None and not co.reported:
+                    owner = self._record_session.get(id(record))
+                    if owner is None or owner not in self._sessions:
+                        co.reported = True
+                        self._add(co.scope, self._checkout_finding(co.scope, co, collected=True))
+                self._record_session.pop(id(record), None)
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("checkin", exc)
+
+    def _on_detach(self, dbapi_connection: Any, record: Any) -> None:
+        # A detached DBAPI connection leaves the pool; the user must close it
+        # (PoolEvents.detach / close_detached).
+        if self._off():
+            return
+        try:
+            with self._lock:
+                co = self._checkouts.pop(id(record), None)
+                if co is not None and co.record_ref() is record and dbapi_connection is not None:
+                    self._detached[id(dbapi_connection)] = co
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("detach", exc)
+
+    def _on_close_detached(self, dbapi_connection: Any) -> None:
+        if self._off():
+            return
+        try:
+            with self._lock:
+                co = self._detached.pop(id(dbapi_connection), None)
+                if co is not None and co.proxy_ref is not None and co.proxy_ref() is None and not co.reported:
+                    co.reported = True
+                    self._add(co.scope, self._checkout_finding(co.scope, co, collected=True))
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("close_detached", exc)
+
+    # -- SES907: checkouts from a full QueuePool -------------------------------
+
+    def _pool_full(self, pool: Any) -> bool:
+        """True when every `pool_size + max_overflow` slot is checked out.
+
+        `QueuePool._do_get` blocks on its queue exactly when overflow is
+        exhausted and the queue is empty; `checkedout()` counts both.
+        """
+        if self._off():
+            return False
+        try:
+            max_overflow = getattr(pool, "_max_overflow", -1)
+            if max_overflow < 0:
+                return False
+            return bool(pool.checkedout() >= pool.size() + max_overflow)
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("pool exhaustion check", exc)
+            return False
+
+    def _pool_waited(self, pool: Any, stack: RawStack, waited: float, *, timed_out: bool) -> None:
+        try:
+            scope = self._active[-1]
+            with self._lock:
+                wait = scope._waits.get(id(pool))
+                if wait is None:
+                    holders = tuple(
+                        (f"thread {co.thread!r}", co.stack) for co in self._checkouts.values() if co.pool is pool
+                    )
+                    max_overflow = getattr(pool, "_max_overflow", 0)
+                    wait = _Wait(
+                        pool_label=self._pool_label(id(pool)),
+                        capacity=f"{pool.size() + max_overflow} (pool_size {pool.size()} + max_overflow {max_overflow})",
+                        stack=stack,
+                        thread=threading.current_thread().name,
+                        holders=holders,
+                    )
+                    scope._waits[id(pool)] = wait
+                if timed_out:
+                    wait.timeouts += 1
+                else:
+                    wait.waits += 1
+                wait.longest = max(wait.longest, waited)
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("pool exhaustion record", exc)
+
+    # -- engine events (ConnectionEvents) -------------------------------------
+
+    def _on_engine_connect(self, conn: Any, *args: Any) -> None:
+        # *args: SQLAlchemy 1.4 also passes `branch`.
+        if self._off():
+            return
+        try:
+            engine = conn.engine
+            pool = engine.pool
+            info = self._pools.get(id(pool))
+            if info is not None and info.pool_ref() is pool:
+                return
+            url = engine.url.render_as_string(hide_password=True)
+            key = id(pool)
+            dead = self._dead
+
+            def gone(ref: weakref.ref[Any], key: int = key) -> None:
+                dead.append(("pool", key, ref))
+
+            info = _PoolInfo(weakref.ref(pool, gone), url, engine.dialect.name)
+            with self._lock:
+                self._pools[key] = info
+            if info.dialect in _MYSQL_DIALECTS:
+                self._check_recycle(conn, pool, info)
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("engine_connect", exc)
+
+    def _check_recycle(self, conn: Any, pool: Any, info: _PoolInfo) -> None:
+        """SES906: compare `pool_recycle` with the server's `@@wait_timeout`, once per pool.
+
+        The query runs on the raw DBAPI cursor of the connection being handed
+        out, so SQLAlchemy sees no statement and no transaction (it is a
+        session variable read; it touches no InnoDB table).
+        """
+        recycle = getattr(pool, "_recycle", -1)
+        with self.suspended():
+            wait_timeout = _server.mysql_wait_timeout(conn)
+        if wait_timeout is None:
+            return
+        if recycle is not None and 0 <= recycle < wait_timeout:
+            return
+        if recycle is None or recycle < 0:
+            problem = "pool_recycle is unset"
+        else:
+            problem = f"pool_recycle={recycle} is not below it"
+        suggestion = max(1, min(3600, wait_timeout - 60 if wait_timeout > 120 else wait_timeout // 2))
+        message = (
+            f"{info.url}: the server closes idle connections after wait_timeout={wait_timeout} s and {problem}; "
+            f"pass pool_recycle={suggestion} (below wait_timeout) and pool_pre_ping=True to create_engine()"
+        )
+        finding = Finding(
+            "SES906",
+            message,
+            self._active[-1].name,
+            capture(2, self.settings.stack_limit),
+            thread=threading.current_thread().name,
+            engine=info.url,
+        )
+        with self._lock:
+            self._add(self._active[-1], finding)
+
+    def _on_begin(self, conn: Any) -> None:
+        if self._off():
+            return
+        try:
+            thread = threading.current_thread()
+            key = id(conn)
+            tx = _CoreTx(
+                weakref.ref(conn),
+                thread.ident or 0,
+                thread.name,
+                self._clock(),
+                next(self._seq),
+                capture(1, self.settings.stack_limit),
+                self._active[-1],
+                id(conn.engine.pool),
+            )
+            with self._lock:
+                self._core[key] = tx
+                self.stats.transactions += 1
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("begin", exc)
+
+    def _on_commit(self, conn: Any) -> None:
+        self._end_core(conn, "commit")
+
+    def _on_rollback(self, conn: Any) -> None:
+        self._end_core(conn, "rollback")
+
+    def _end_core(self, conn: Any, how: str) -> None:
+        if self._off():
+            return
+        try:
+            with self._lock:
+                tx = self._core.get(id(conn))
+                if tx is None or tx.conn_ref() is not conn:
+                    return
+                del self._core[id(conn)]
+            self._check_thread(tx, how)
+            if tx.session_owned:
+                return  # the session reports its own transaction
+            duration = self._clock() - tx.start
+            if duration > tx.scope.settings.max_transaction:
+                where = innermost_user_frame(tx.stack)
+                place = f" begun at {where}" if where else ""
+                message = (
+                    f"Core transaction{place} on {self._pool_label(tx.pool_id)} was open {duration:.2f} s "
+                    f"(threshold {tx.scope.settings.max_transaction:g} s) before {how}; keep slow work outside "
+                    "the transaction"
+                )
+                finding = Finding(
+                    "SES902",
+                    message,
+                    tx.scope.name,
+                    tx.stack,
+                    duration=duration,
+                    thread=tx.thread,
+                    engine=self._engine_of(tx.pool_id),
+                )
+                with self._lock:
+                    self._add(tx.scope, finding)
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error(how, exc)
+
+    def _on_before_cursor_execute(
+        self, conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool
+    ) -> None:
+        if self._off():
+            return
+        try:
+            tx = self._core.get(id(conn))
+            if tx is None or tx.thread_ident == threading.get_ident() or tx.conn_ref() is not conn:
+                return
+            self._check_thread(tx, "a statement")
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("before_cursor_execute", exc)
+
+    def _check_thread(self, tx: _CoreTx, what: str) -> None:
+        """SES905: reported once per transaction and foreign thread."""
+        ident = threading.get_ident()
+        if ident == tx.thread_ident or ident in tx.cross:
+            return
+        tx.cross.add(ident)
+        thread = threading.current_thread().name
+        owner = "Session" if tx.session_owned else "Connection"
+        begun = innermost_user_frame(tx.stack)
+        place = f" (begun at {begun})" if begun else ""
+        message = (
+            f"{owner} on {self._pool_label(tx.pool_id)} whose transaction began on thread {tx.thread!r}{place} "
+            f"ran {what} on thread {thread!r}; sessions and connections are not thread-safe: give each thread its own"
+        )
+        finding = Finding(
+            "SES905",
+            message,
+            self._active[-1].name,
+            capture(2, self.settings.stack_limit),
+            thread=thread,
+            engine=self._engine_of(tx.pool_id),
+            related=(("transaction begun", tx.stack),),
+        )
+        with self._lock:
+            self._add(self._active[-1], finding)
+
+    # -- session events (SessionEvents) ---------------------------------------
+
+    def _on_tx_create(self, session: Any, transaction: Any) -> None:
+        # Only the outermost transaction is timed: the SessionEvents docs
+        # identify it by `transaction.parent is None`.
+        if transaction.parent is not None or self._off():
+            return
+        try:
+            if self._dead:
+                self._drain_dead()
+            thread = threading.current_thread()
+            key = id(session)
+            dead = self._dead
+
+            def gone(ref: weakref.ref[Any], key: int = key) -> None:
+                dead.append(("session", key, ref))
+
+            state = _SessionState(
+                weakref.ref(session, gone),
+                thread.ident or 0,
+                thread.name,
+                self._clock(),
+                next(self._seq),
+                capture(1, self.settings.stack_limit),
+                self._active[-1],
+            )
+            with self._lock:
+                self._sessions[key] = state
+                self.stats.session_transactions += 1
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("after_transaction_create", exc)
+
+    def _on_after_begin(self, session: Any, transaction: Any, connection: Any) -> None:
+        if self._off():
+            return
+        try:
+            key = id(session)
+            fairy = getattr(connection, "_dbapi_connection", None)
+            record = getattr(fairy, "_connection_record", None)
+            with self._lock:
+                state = self._sessions.get(key)
+                if state is None or state.session_ref() is not session:
+                    return
+                if record is not None:
+                    state.records.add(id(record))
+                    self._record_session[id(record)] = key
+                state.pool_id = id(connection.engine.pool)
+                tx = self._core.get(id(connection))
+                # The Core transaction belongs to the session only if it began
+                # for it (after the session's transaction was created); an
+                # external connection joined by the session keeps its own.
+                if tx is not None and tx.conn_ref() is connection and tx.seq > state.seq:
+                    tx.session_owned = True
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("after_begin", exc)
+
+    def _on_tx_end(self, session: Any, transaction: Any) -> None:
+        if transaction.parent is not None or self._off():
+            return
+        try:
+            with self._lock:
+                state = self._sessions.get(id(session))
+                if state is None or state.session_ref() is not session:
+                    return
+                del self._sessions[id(session)]
+                for record_id in state.records:
+                    if self._record_session.get(record_id) == id(session):
+                        del self._record_session[record_id]
+            if not state.records:
+                return  # never acquired a connection: no database transaction
+            duration = self._clock() - state.start
+            threshold = state.scope.settings.max_transaction
+            if duration > threshold:
+                where = innermost_user_frame(state.stack)
+                place = f" begun at {where}" if where else ""
+                message = (
+                    f"Session transaction{place} on {self._pool_label(state.pool_id)} was open {duration:.2f} s "
+                    f"(threshold {threshold:g} s); commit sooner and keep slow work outside the transaction"
+                )
+                finding = Finding(
+                    "SES902",
+                    message,
+                    state.scope.name,
+                    state.stack,
+                    duration=duration,
+                    thread=state.thread,
+                    engine=self._engine_of(state.pool_id),
+                )
+                with self._lock:
+                    self._add(state.scope, finding)
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("after_transaction_end", exc)
+
+    # -- scoped_session registries -------------------------------------------
+
+    def _register_registry(self, registry: Any, stack: RawStack) -> None:
+        try:
+            key = id(registry)
+            dead = self._dead
+
+            def gone(ref: weakref.ref[Any], key: int = key) -> None:
+                dead.append(("registry", key, ref))
+
+            with self._lock:
+                self._registries[key] = (weakref.ref(registry, gone), stack)
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error("scoped_session registration", exc)
+
+    def _registry_session_map(self) -> dict[tuple[int, int], tuple[weakref.ref[Any], Any, str]]:
+        """(registry id, session id) -> (registry ref, session, "where") for held sessions.
+
+        Thread-local registries can only be read for the calling thread
+        (`threading.local`); registries with a `scopefunc` are read for every
+        scope key without calling the scopefunc (it may need an app context).
+        """
+        out: dict[tuple[int, int], tuple[weakref.ref[Any], Any, str]] = {}
+        with self._lock:
+            entries = list(self._registries.values())
+        for ref, _stack in entries:
+            registry = ref()
+            if registry is None:
+                continue
+            try:
+                inner = registry.registry
+                if isinstance(inner, ThreadLocalRegistry):
+                    if inner.has():
+                        session_obj = inner()
+                        out[(id(registry), id(session_obj))] = (
+                            ref,
+                            session_obj,
+                            f"thread {threading.current_thread().name!r}",
+                        )
+                elif isinstance(inner, ScopedRegistry):
+                    for scope_key, session_obj in list(inner.registry.items()):
+                        out[(id(registry), id(session_obj))] = (ref, session_obj, f"scope key {scope_key!r}")
+            except Exception as exc:  # noqa: BLE001
+                self._internal_error("scoped_session inspection", exc)
+        return out
+
+    def _registry_pairs(self) -> frozenset[tuple[int, int]]:
+        if not self._registries:
+            return frozenset()
+        return frozenset(self._registry_session_map())
+
+    # -- handover: what longer-lived owners hold ------------------------------
+
+    def _resolve_held(
+        self, handover: Iterable[tuple[object, Scope]]
+    ) -> tuple[dict[int, Scope], dict[int, Scope], dict[tuple[int, int], Scope]]:
+        records: dict[int, Scope] = {}
+        sessions: dict[int, Scope] = {}
+        pairs: dict[tuple[int, int], Scope] = {}
+        seen: set[int] = set()
+
+        def visit(obj: object, owner: Scope, depth: int) -> None:
+            if obj is None or id(obj) in seen or depth > 3:
+                return
+            seen.add(id(obj))
+            if isinstance(obj, Connection):
+                fairy = getattr(obj, "_dbapi_connection", None)
+                record = getattr(fairy, "_connection_record", None)
+                if record is not None:
+                    records[id(record)] = owner
+                return
+            if isinstance(obj, Session):
+                sessions[id(obj)] = owner
+                state = self._sessions.get(id(obj))
+                if state is not None:
+                    for record_id in state.records:
+                        records[record_id] = owner
+                return
+            if isinstance(obj, (Engine, Pool, str, bytes, int, float)):
+                return
+            for attr in ("sync_session", "sync_connection"):  # AsyncSession, AsyncConnection
+                inner = getattr(type(obj), attr, None)
+                if inner is not None:
+                    visit(getattr(obj, attr, None), owner, depth + 1)
+                    return
+            registry = getattr(obj, "registry", None)
+            if isinstance(registry, ScopedRegistry):
+                for (reg_id, session_id), (_ref, session_obj, _where) in self._registry_session_map().items():
+                    if reg_id == id(obj):
+                        pairs[(reg_id, session_id)] = owner
+                        visit(session_obj, owner, depth + 1)
+                return
+            if hasattr(obj, "_dbapi_connection") or hasattr(obj, "_connection_record"):
+                record = getattr(obj, "_connection_record", None)
+                if record is not None:  # a raw pool connection (PoolProxiedConnection)
+                    records[id(record)] = owner
+                return
+            if isinstance(obj, dict):
+                for value in list(obj.values())[:100]:
+                    visit(value, owner, depth + 1)
+            elif isinstance(obj, (list, tuple, set, frozenset)):
+                for value in list(obj)[:100]:
+                    visit(value, owner, depth + 1)
+            elif depth < 2 and hasattr(obj, "__dict__") and not isinstance(obj, type):
+                for value in list(vars(obj).values())[:100]:
+                    visit(value, owner, depth + 1)
+
+        for obj, owner in handover:
+            try:
+                visit(obj, owner, 0)
+            except Exception as exc:  # noqa: BLE001
+                self._internal_error("fixture value inspection", exc)
+        return records, sessions, pairs
+
+    # -- the database's own view ----------------------------------------------
+
+    def outstanding(self) -> int:
+        """Checkouts currently out (tracked), for tests and the benchmark."""
+        with self._lock:
+            return sum(1 for co in self._checkouts.values() if co.record_ref() is not None)
+
+    def check_server(self) -> list[Finding]:
+        """SES902 from the server: transactions of this process still open.
+
+        Every open transaction of this process lives on a connection that is
+        still checked out (the pool's reset-on-return rolls back on checkin).
+        For those on MariaDB/MySQL or PostgreSQL, read the server's backend id
+        from the driver connection, and ask the server, on a fresh connection
+        made by `pool.recreate()` (same creator and arguments), which of them
+        are idle in a transaction and since when.
+        """
+        findings: list[Finding] = []
+        with self._lock:
+            checkouts = [co for co in self._checkouts.values() if co.record_ref() is not None]
+        groups: dict[int, tuple[Any, dict[int, _Checkout]]] = {}
+        for co in checkouts:
+            pool = co.pool
+            info = self._pools.get(id(pool)) if pool is not None else None
+            if info is None or info.dialect not in _server.SERVER_DIALECTS:
+                continue
+            record = co.record_ref()
+            backend = _server.backend_id(getattr(record, "driver_connection", None))
+            if backend is None:
+                continue
+            groups.setdefault(id(pool), (pool, {}))[1][backend] = co
+        for pool_id, (pool, by_backend) in groups.items():
+            info = self._pools[pool_id]
+            try:
+                with self.suspended():
+                    rows = _run_maybe_async(
+                        functools.partial(_server.open_transactions, pool, info.dialect, sorted(by_backend)),
+                        bool(getattr(getattr(pool, "_dialect", None), "is_async", False)),
+                    )
+            except Exception as exc:  # noqa: BLE001
+                self._internal_error(f"server check of {info.url}", exc)
+                continue
+            for row in rows:
+                holder = by_backend.get(row.backend_id)
+                if holder is None:
+                    continue
+                where = innermost_user_frame(holder.stack)
+                place = f" checked out at {where}" if where else ""
+                message = (
+                    f"the server {info.url} still has a transaction open for {row.age:.1f} s on connection "
+                    f"{row.backend_id} ({row.state}){place}; last statement: {row.query or '?'}"
+                )
+                findings.append(
+                    Finding(
+                        "SES902",
+                        message,
+                        self.root.name,
+                        holder.stack,
+                        duration=row.age,
+                        thread=holder.thread,
+                        engine=info.url,
+                    )
+                )
+        return findings
+
+
+def _run_maybe_async(fn: Callable[[], list[_server.ServerTx]], is_async: bool) -> list[_server.ServerTx]:
+    """Run `fn` directly, or in a greenlet on a fresh event loop for asyncio pools."""
+    if not is_async:
+        return fn()
+    from sqlalchemy.util import greenlet_spawn
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("an event loop is running in this thread; skipped the server check")
+
+    async def main() -> list[_server.ServerTx]:
+        result: list[_server.ServerTx] = await greenlet_spawn(fn)
+        return result
+
+    return asyncio.run(main())
+
