@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from functools import cache
 
 from sessionlint.config import ConfigError
-from sessionlint.rules import input_errors, lifecycle
+from sessionlint.rules import engines, input_errors, lifecycle, scoped, threads, transactions
 from sessionlint.rules.base import Rule
 
-_FAMILIES = (input_errors, lifecycle)
+_FAMILIES = (input_errors, lifecycle, transactions, scoped, threads, engines)
 
 
 @dataclass(frozen=True)

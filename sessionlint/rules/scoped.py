@@ -1,0 +1,3 @@
+"""SES3xx: scoped_session registries (remove(), async misuse)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""SES4xx: sessions shared across threads, processes and requests."""
+
+from __future__ import annotations

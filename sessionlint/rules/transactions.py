@@ -1,0 +1,3 @@
+"""SES2xx: transactions (rollback after failed flush, writes never committed)."""
+
+from __future__ import annotations
