@@ -423,17 +423,16 @@ class Tracker:
         name: str,
         *,
         max_transaction: float | None = None,
-        allow: Iterable[str] = (),
+        allow: Iterable[str] | None = None,
         kind: str = "scope",
         activate: bool = True,
     ) -> Scope:
+        """Start a scope; `max_transaction` and `allow` replace the tracker's settings for it."""
         settings = self.settings
-        if max_transaction is not None or allow:
-            settings = replace(
-                settings,
-                max_transaction=self.settings.max_transaction if max_transaction is None else max_transaction,
-                allow=self.settings.allow | frozenset(allow),
-            )
+        if max_transaction is not None:
+            settings = replace(settings, max_transaction=max_transaction)
+        if allow is not None:
+            settings = replace(settings, allow=frozenset(allow))
         scope = Scope(name, settings, kind)
         scope._registry_start = self._registry_pairs()
         if activate:
@@ -455,7 +454,9 @@ class Tracker:
             self._registry_owner.setdefault(pair, scope)
 
     @contextlib.contextmanager
-    def scope(self, name: str, *, max_transaction: float | None = None, allow: Iterable[str] = ()) -> Iterator[Scope]:
+    def scope(
+        self, name: str, *, max_transaction: float | None = None, allow: Iterable[str] | None = None
+    ) -> Iterator[Scope]:
         """`with tracker.scope("request") as s: ...` then `s.findings`."""
         scope = self.begin_scope(name, max_transaction=max_transaction, allow=allow)
         try:
