@@ -1304,21 +1304,35 @@ class Tracker:
 
 
 def _run_maybe_async(fn: Callable[[], list[_server.ServerTx]], is_async: bool) -> list[_server.ServerTx]:
-    """Run `fn` directly, or in a greenlet on a fresh event loop for asyncio pools."""
+    """Run `fn` directly, or for asyncio pools in a greenlet on a fresh event loop.
+
+    If this thread already runs an event loop (the run ends inside a
+    coroutine), the fresh loop runs in a helper thread instead.
+    """
     if not is_async:
         return fn()
     from sqlalchemy.util import greenlet_spawn
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise RuntimeError("an event loop is running in this thread; skipped the server check")
 
     async def main() -> list[_server.ServerTx]:
         result: list[_server.ServerTx] = await greenlet_spawn(fn)
         return result
 
-    return asyncio.run(main())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    box: dict[str, Any] = {}
 
+    def runner() -> None:
+        try:
+            box["result"] = asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            box["error"] = exc
+
+    helper = threading.Thread(target=runner, name="sessionguard-server-check")
+    helper.start()
+    helper.join()
+    if "error" in box:
+        raise box["error"]
+    rows: list[_server.ServerTx] = box["result"]
+    return rows
