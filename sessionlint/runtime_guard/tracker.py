@@ -186,7 +186,7 @@ class _CoreTx:
         self.stack = stack
         self.scope = scope
         self.session_owned = False
-        self.cross: set[int] = set()
+        self.cross: set[tuple[int, str]] = set()
         self.pool_id = pool_id
 
 
@@ -1007,10 +1007,14 @@ class Tracker:
     def _check_thread(self, tx: _CoreTx, what: str) -> None:
         """SES905: reported once per transaction and foreign thread."""
         ident = threading.get_ident()
-        if ident == tx.thread_ident or ident in tx.cross:
+        if ident == tx.thread_ident:
             return
-        tx.cross.add(ident)
         thread = threading.current_thread().name
+        # Idents of finished threads are reused, so the name goes into the key.
+        key = (ident, thread)
+        if key in tx.cross:
+            return
+        tx.cross.add(key)
         owner = "Session" if tx.session_owned else "Connection"
         begun = innermost_user_frame(tx.stack)
         place = f" (begun at {begun})" if begun else ""
@@ -1073,6 +1077,11 @@ class Tracker:
                 state = self._sessions.get(key)
                 if state is None or state.session_ref() is not session:
                     return
+                if not state.records:
+                    # The database transaction starts when the first connection
+                    # is acquired (SessionEvents.after_begin); time spent before,
+                    # e.g. waiting on a full pool, is not a long transaction.
+                    state.start = self._clock()
                 if record is not None:
                     state.records.add(id(record))
                     self._record_session[id(record)] = key
