@@ -1,3 +1,231 @@
 """SES5xx: engines and pools (engine per call, MySQL pool_recycle, unbounded pools)."""
 
 from __future__ import annotations
+
+import libcst as cst
+
+from sessionlint.analysis.calls import int_value
+from sessionlint.analysis.engines import (
+    ABANDONED,
+    engine_calls,
+    engine_fate,
+    is_cached_function,
+    is_entry_point,
+)
+from sessionlint.rules.base import Rule
+
+# MySQL's default ``wait_timeout`` is 28800 s (8 h): a pooled connection idle longer
+# than that has been closed by the server.
+MYSQL_WAIT_TIMEOUT = 28800
+
+
+class EnginePerCall(Rule):
+    """
+    ## What it does
+    Finds `create_engine(...)`/`create_async_engine(...)` called inside a function
+    whose engine is neither returned, stored (on an attribute, in a container or a
+    global), cached (`@functools.cache`, `@lru_cache`, `@cached_property`), nor
+    disposed: every call of the function builds a new engine and connection pool and
+    abandons it.
+
+    ## Why is this bad?
+    An engine is a connection pool, meant to be created once per process and shared.
+    Building one per request or per loop iteration opens a fresh DBAPI connection
+    every time (no pooling at all) and leaves the old pool's connections open until
+    the garbage collector finds the engine: the server's `max_connections` fills up
+    with idle connections and every call pays the connect handshake.
+
+    ## Example
+    ```python
+    from sqlalchemy import create_engine, text
+
+    def order_count(database_url):
+        engine = create_engine(database_url)
+        with engine.connect() as conn:
+            return conn.execute(text("select count(*) from orders")).scalar()
+    ```
+
+    ## Use instead
+    ```python
+    from functools import cache
+
+    from sqlalchemy import create_engine, text
+
+    @cache
+    def engine_for(database_url):
+        return create_engine(database_url)
+
+    def order_count(database_url):
+        with engine_for(database_url).connect() as conn:
+            return conn.execute(text("select count(*) from orders")).scalar()
+    ```
+
+    ## Known problems
+    The engine is followed through local names, `execution_options()` copies, and
+    sessions or session factories bound to it. Handing the engine itself to a call
+    other than pandas I/O, `MetaData.create_all`/`drop_all`/`reflect`,
+    `sqlalchemy.inspect` or logging is assumed to keep it (not reported). Functions
+    that run once per process are not reported: those called at module level of
+    their own module (`if __name__ == "__main__": main()`), CLI commands
+    (`@click.command()`, `@app.cli.command()`) and pytest `test_*` functions.
+
+    ## References
+    - https://docs.sqlalchemy.org/en/20/core/connections.html#basic-usage
+    - https://docs.sqlalchemy.org/en/20/core/pooling.html#using-connection-pools-with-multiprocessing-or-os-fork
+    """
+
+    code = "SES501"
+    name = "engine-per-call"
+    message = "`{var}` builds a new engine and connection pool on every call and never disposes it"
+    hint = (
+        "create the engine once (module level or a `@functools.cache` factory) and share it; "
+        "if it must be temporary, call `dispose()` in a `finally` block"
+    )
+
+    def visit_Module(self, node: cst.Module) -> None:
+        resolver = self.ctx.resolver
+        for engine in engine_calls(resolver):
+            fn = engine.scope
+            if engine.at_import or not isinstance(fn, cst.FunctionDef):
+                continue
+            if is_cached_function(resolver, fn) or is_entry_point(resolver, fn):
+                continue
+            if engine_fate(resolver, engine) == ABANDONED:
+                self.report(engine.call, var=engine.var or f"{engine.api}(...)")
+
+
+class MysqlPoolRecycle(Rule):
+    """
+    ## What it does
+    Finds an engine for a MySQL or MariaDB URL (a string literal, an f-string whose
+    scheme is literal, `URL.create(drivername=...)` or `make_url(...)`) created
+    without `pool_recycle`, or with `pool_recycle` of 28800 seconds or more (or `-1`,
+    which never recycles).
+
+    ## Why is this bad?
+    MySQL closes connections that have been idle longer than `wait_timeout` (28800
+    seconds, 8 hours, by default; often much less on managed servers and behind
+    proxies). The pool does not notice: the next checkout hands out a dead connection
+    and the query fails with `(2013, 'Lost connection to MySQL server during query')`
+    or `MySQL server has gone away`. `pool_recycle` replaces connections older than
+    the given age before they are used; `pool_pre_ping=True` tests each connection at
+    checkout and replaces dead ones.
+
+    ## Example
+    ```python
+    from sqlalchemy import create_engine
+
+    engine = create_engine("mysql+pymysql://app@db.internal/shop", pool_size=10)
+    ```
+
+    ## Use instead
+    ```python
+    from sqlalchemy import create_engine
+
+    engine = create_engine(
+        "mysql+pymysql://app@db.internal/shop",
+        pool_size=10,
+        pool_recycle=3600,
+        pool_pre_ping=True,
+    )
+    ```
+
+    ## Known problems
+    A URL read from configuration or the environment is not visible and not checked;
+    so is a `**options` call (it may set `pool_recycle`). Engines with
+    `poolclass=NullPool` keep no connections between uses and are not reported. The
+    server's real `wait_timeout` is checked at runtime by SES906.
+
+    ## References
+    - https://docs.sqlalchemy.org/en/20/dialects/mysql.html#connection-timeouts-and-disconnects
+    - https://docs.sqlalchemy.org/en/20/core/pooling.html#setting-pool-recycle
+    - https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-pessimistic
+    """
+
+    code = "SES502"
+    name = "mysql-pool-recycle"
+    message = (
+        "{dialect} engine{var} {problem}: pooled connections outlive the server's "
+        "`wait_timeout`; set `pool_recycle` below it (e.g. 3600) and `pool_pre_ping=True`"
+    )
+    hint = "pass pool_recycle below the server's wait_timeout (e.g. pool_recycle=3600) and pool_pre_ping=True"
+
+    def visit_Module(self, node: cst.Module) -> None:
+        for engine in engine_calls(self.ctx.resolver):
+            if not engine.is_mysql or engine.poolclass == "NullPool" or engine.poolclass == "?":
+                continue
+            recycle = engine.keywords.get("pool_recycle")
+            if recycle is None:
+                if engine.star_kwargs:
+                    continue
+                problem = "has no `pool_recycle`"
+            else:
+                seconds = int_value(recycle)
+                if seconds is None or 0 <= seconds < MYSQL_WAIT_TIMEOUT:
+                    continue
+                problem = (
+                    "has `pool_recycle=-1` (never recycles)"
+                    if seconds < 0
+                    else f"has `pool_recycle={seconds}`, not below MySQL's default `wait_timeout` (28800)"
+                )
+            self.report(
+                engine.call,
+                dialect="MariaDB" if engine.dialect == "mariadb" else "MySQL",
+                var=f" `{engine.var}`" if engine.var else "",
+                problem=problem,
+            )
+
+
+class UnboundedPool(Rule):
+    """
+    ## What it does
+    Finds `create_engine(...)`/`create_async_engine(...)` with `max_overflow=-1` or
+    `pool_size=0` on a queue pool (the default pool of most dialects): both remove
+    the limit on how many connections the engine opens.
+
+    ## Why is this bad?
+    The pool's limit is what protects the database: with `pool_size + max_overflow`
+    bounded, a burst of requests waits for a connection (`pool_timeout`) instead of
+    opening one each. Unbounded, a traffic spike or a slow query opens connections
+    until the server's `max_connections` is reached, and then every client of that
+    database, not only this application, gets `Too many connections`.
+
+    ## Example
+    ```python
+    from sqlalchemy import create_engine
+
+    engine = create_engine("postgresql://app@db/shop", pool_size=10, max_overflow=-1)
+    ```
+
+    ## Use instead
+    ```python
+    from sqlalchemy import create_engine
+
+    engine = create_engine("postgresql://app@db/shop", pool_size=10, max_overflow=20, pool_timeout=30)
+    ```
+
+    ## Known problems
+    Only literal values are checked. Engines with a `poolclass` other than
+    `QueuePool`/`AsyncAdaptedQueuePool` (e.g. `NullPool`) are not reported.
+
+    ## References
+    - https://docs.sqlalchemy.org/en/20/core/pooling.html#sqlalchemy.pool.QueuePool.__init__
+    - https://docs.sqlalchemy.org/en/20/core/engines.html#sqlalchemy.create_engine.params.max_overflow
+    """
+
+    code = "SES503"
+    name = "unbounded-pool"
+    message = "engine{var} has an unbounded pool: `{setting}` puts no limit on its connections"
+    hint = "set pool_size and max_overflow to bounded values that fit the server's max_connections"
+
+    def visit_Module(self, node: cst.Module) -> None:
+        for engine in engine_calls(self.ctx.resolver):
+            if engine.poolclass is not None and engine.poolclass not in ("QueuePool", "AsyncAdaptedQueuePool"):
+                continue
+            setting = None
+            if int_value(engine.keywords.get("max_overflow")) == -1:
+                setting = "max_overflow=-1"
+            elif int_value(engine.keywords.get("pool_size")) == 0:
+                setting = "pool_size=0"
+            if setting is not None:
+                self.report(engine.call, var=f" `{engine.var}`" if engine.var else "", setting=setting)

@@ -1,0 +1,121 @@
+"""Every call of a module with the scope it runs in, and small expression helpers.
+
+Rules see nodes one at a time, without parents; several facts (thread hand-offs,
+``create_engine`` calls) need to know which function a call belongs to, whether it
+runs at import time, and what surrounds it. One walk per file answers that for all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import libcst as cst
+
+from sessionlint.analysis.scope import ScopeNode
+from sessionlint.analysis.walk import children
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedCall:
+    """A call and the function (or lambda, or module) it runs in."""
+
+    call: cst.Call
+    scope: ScopeNode
+    in_class_body: bool  # directly in a class body (runs when the class is defined)
+
+
+@dataclass
+class CallIndex:
+    calls: list[ScopedCall]
+    parent: dict[int, cst.CSTNode]  # id(node) -> parent node
+
+    def parent_of(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        return self.parent.get(id(node))
+
+
+T = TypeVar("T")
+
+# Facts computed once per parsed module and shared by the rules checking it. LibCST
+# nodes cannot be weakly referenced, so the cache keeps the few most recent modules
+# (the engine checks one file at a time) and checks identity, not just ``id()``.
+_PER_MODULE: dict[tuple[int, str], tuple[cst.Module, object]] = {}
+_PER_MODULE_LIMIT = 32
+
+
+def per_module(module: cst.Module, key: str, build: Callable[[], T]) -> T:
+    """``build()`` once per (parsed module, key)."""
+    slot = (id(module), key)
+    found = _PER_MODULE.get(slot)
+    if found is not None and found[0] is module:
+        return found[1]  # type: ignore[return-value]
+    value = build()
+    if len(_PER_MODULE) >= _PER_MODULE_LIMIT:
+        _PER_MODULE.pop(next(iter(_PER_MODULE)))
+    _PER_MODULE[slot] = (module, value)
+    return value
+
+
+def call_index(module: cst.Module) -> CallIndex:
+    """All calls of ``module`` (pre-order), computed once per parsed module."""
+    return per_module(module, "calls", lambda: _build(module))
+
+
+def _build(module: cst.Module) -> CallIndex:
+    calls: list[ScopedCall] = []
+    parent: dict[int, cst.CSTNode] = {}
+    # (node, scope it runs in, directly in a class body)
+    stack: list[tuple[cst.CSTNode, ScopeNode, bool]] = [(module, module, False)]
+    while stack:
+        node, scope, in_class = stack.pop()
+        if isinstance(node, cst.Call):
+            calls.append(ScopedCall(node, scope, in_class))
+        for child in reversed(list(children(node))):
+            parent[id(child)] = node
+            child_scope: ScopeNode = scope
+            child_in_class = in_class
+            if isinstance(node, (cst.FunctionDef, cst.Lambda)) and child is node.body:
+                child_scope, child_in_class = node, False
+            elif isinstance(node, cst.ClassDef) and child is node.body:
+                child_in_class = True
+            stack.append((child, child_scope, child_in_class))
+    return CallIndex(calls, parent)
+
+
+def int_value(expr: cst.BaseExpression | None) -> int | None:
+    """An integer constant: ``3600``, ``-1``, ``8 * 3600``, ``(60 * 60)``."""
+    if isinstance(expr, cst.Integer):
+        return int(expr.value.replace("_", ""), 0)
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Minus):
+        inner = int_value(expr.expression)
+        return -inner if inner is not None else None
+    if isinstance(expr, cst.BinaryOperation):
+        left, right = int_value(expr.left), int_value(expr.right)
+        if left is None or right is None:
+            return None
+        if isinstance(expr.operator, cst.Multiply):
+            return left * right
+        if isinstance(expr.operator, cst.Add):
+            return left + right
+        if isinstance(expr.operator, cst.Subtract):
+            return left - right
+    return None
+
+
+def keyword_args(call: cst.Call) -> dict[str, cst.BaseExpression]:
+    return {arg.keyword.value: arg.value for arg in call.args if arg.keyword is not None}
+
+
+def positional_args(call: cst.Call) -> list[cst.Arg]:
+    """Positional arguments up to the first ``*args`` (whose length is unknown)."""
+    out: list[cst.Arg] = []
+    for arg in call.args:
+        if arg.keyword is not None or arg.star:
+            break
+        out.append(arg)
+    return out
+
+
+def has_star(call: cst.Call, star: str) -> bool:
+    return any(arg.star == star for arg in call.args)

@@ -1,0 +1,451 @@
+"""Facts about ``create_engine``/``create_async_engine`` calls.
+
+For each call: where it runs (import time or inside a function), the dialect of its
+URL when the URL is visible in the code (a string literal, an f-string whose scheme
+is literal, ``URL.create(drivername=...)``, ``make_url(...)``, or a name assigned
+exactly one of those), its pool keywords, and, inside a function, the *fate* of the
+engine it builds: returned, stored, cached by a decorator, disposed, or abandoned
+when the function returns. Facts only; SES501-SES503 decide what to report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from sessionlint.analysis.calls import CallIndex, call_index, has_star, keyword_args, per_module, positional_args
+from sessionlint.analysis.scope import Resolver, Scope, ScopeNode, strip_await
+from sessionlint.analysis.walk import SCOPE_NODES, children, walk_scope
+
+ENGINE_APIS = frozenset({"create_engine", "create_async_engine"})
+MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
+
+# Decorators that make a function build its value once (per arguments / instance).
+CACHE_DECORATORS = frozenset(
+    {
+        "functools.cache",
+        "functools.lru_cache",
+        "functools.cached_property",
+        "cachetools.cached",
+        "cachetools.func.lru_cache",
+        "cachetools.func.ttl_cache",
+        "async_lru.alru_cache",
+    }
+)
+
+# Fates of an engine built inside a function, most permissive first.
+ESCAPED, DISPOSED, ABANDONED = "escaped", "disposed", "abandoned"
+
+# Calls that use an engine passed to them without keeping it (so the engine does not
+# outlive the function through them): pandas I/O, schema DDL, reflection, logging.
+_CONSUMER_FUNCS = frozenset(
+    {
+        "pandas.read_sql", "pandas.read_sql_query", "pandas.read_sql_table",
+        "sqlalchemy.inspect", "print", "repr", "str",
+    }
+)
+_CONSUMER_METHODS = frozenset(
+    {
+        "create_all", "drop_all", "reflect", "to_sql", "read_sql", "read_sql_query",
+        "read_sql_table", "debug", "info", "warning", "error", "exception", "critical",
+    }
+)
+# SQLAlchemy constructors whose result keeps the engine: a session or a factory bound
+# to it. Their result is followed like the engine itself.
+_HOLDER_APIS = frozenset({"sessionmaker", "async_sessionmaker", "scoped_session", "async_scoped_session"})
+# Parents through which a value flows unchanged into the enclosing expression.
+_TRANSPARENT = (
+    cst.Element, cst.DictElement, cst.StarredElement, cst.StarredDictElement, cst.Tuple,
+    cst.List, cst.Set, cst.Dict, cst.IfExp, cst.BooleanOperation, cst.Await,
+)
+# Parents that only read a value (a test, a comparison, an f-string).
+_READS = (
+    cst.If, cst.While, cst.Comparison, cst.ComparisonTarget, cst.UnaryOperation, cst.Assert,
+    cst.FormattedStringExpression, cst.Expr, cst.Subscript, cst.SubscriptElement, cst.Index,
+)
+
+
+@dataclass
+class EngineCall:
+    call: cst.Call
+    api: str  # "create_engine" | "create_async_engine"
+    scope: ScopeNode
+    at_import: bool  # runs at module level or in a class body
+    url: cst.BaseExpression | None
+    dialect: str | None  # "mysql", "postgresql", ... when visible; None when unknown
+    keywords: dict[str, cst.BaseExpression]
+    star_kwargs: bool  # ``**options``: any keyword may be set
+    poolclass: str | None  # None: not given; SQLAlchemy pool class name; "?" unresolved
+    var: str  # the first name the engine is bound to ("" if none)
+
+    @property
+    def is_mysql(self) -> bool:
+        return self.dialect in MYSQL_DIALECTS
+
+
+@dataclass
+class EngineFacts:
+    calls: list[EngineCall] = field(default_factory=list)
+    _fates: dict[int, str] = field(default_factory=dict)
+
+
+def engine_calls(resolver: Resolver) -> list[EngineCall]:
+    """Every ``create_engine``/``create_async_engine`` call of the resolver's module."""
+    return _facts(resolver).calls
+
+
+def _facts(resolver: Resolver) -> EngineFacts:
+    return per_module(resolver.module, "engines", lambda: EngineFacts(list(_collect(resolver))))
+
+
+def _collect(resolver: Resolver) -> Iterator[EngineCall]:
+    index = call_index(resolver.module)
+    module_values = _module_assignments(resolver.module)
+    for scoped in index.calls:
+        call = scoped.call
+        scope = resolver.scope(scoped.scope)
+        kind = resolver.kind(call.func, scope)
+        if kind is None or kind.tag != "api" or kind.api not in ENGINE_APIS:
+            continue
+        keywords = keyword_args(call)
+        positional = positional_args(call)
+        url = keywords.get("url") or (positional[0].value if positional else None)
+        poolclass: str | None = None
+        if "poolclass" in keywords:
+            pool_kind = resolver.kind(keywords["poolclass"], scope)
+            poolclass = pool_kind.api if pool_kind is not None and pool_kind.tag == "api" else "?"
+        yield EngineCall(
+            call=call,
+            api=kind.api,
+            scope=scoped.scope,
+            at_import=isinstance(scoped.scope, cst.Module) or scoped.in_class_body,
+            url=url,
+            dialect=url_dialect(url, resolver, scope, module_values) if url is not None else None,
+            keywords=keywords,
+            star_kwargs=has_star(call, "**"),
+            poolclass=poolclass,
+            var=_bound_name(index, call),
+        )
+
+
+def _bound_name(index: CallIndex, call: cst.Call) -> str:
+    parent = index.parent_of(call)
+    if isinstance(parent, (cst.Assign, cst.AnnAssign)):
+        targets = [t.target for t in parent.targets] if isinstance(parent, cst.Assign) else [parent.target]
+        for target in targets:
+            if isinstance(target, cst.Name):
+                return target.value
+            if isinstance(target, cst.Attribute):
+                return _dotted(target) or ""
+    return ""
+
+
+def _dotted(expr: cst.BaseExpression) -> str | None:
+    if isinstance(expr, cst.Name):
+        return expr.value
+    if isinstance(expr, cst.Attribute):
+        base = _dotted(expr.value)
+        return f"{base}.{expr.attr.value}" if base else None
+    return None
+
+
+# -- URLs ------------------------------------------------------------------------------
+
+
+def _module_assignments(module: cst.Module) -> dict[str, list[cst.BaseExpression]]:
+    out: dict[str, list[cst.BaseExpression]] = {}
+    for node in walk_scope(module):
+        if isinstance(node, cst.Assign):
+            for target in node.targets:
+                if isinstance(target.target, cst.Name):
+                    out.setdefault(target.target.value, []).append(node.value)
+        elif isinstance(node, cst.AnnAssign) and isinstance(node.target, cst.Name) and node.value is not None:
+            out.setdefault(node.target.value, []).append(node.value)
+        elif isinstance(node, cst.AugAssign) and isinstance(node.target, cst.Name):
+            out.setdefault(node.target.value, []).append(node.value)
+    return out
+
+
+def dialect_of_scheme(text: str) -> str | None:
+    """``mysql+pymysql://u@h/db`` -> ``mysql``; None when there is no scheme."""
+    if "://" not in text:
+        return None
+    scheme = text.split("://", 1)[0].strip()
+    if not scheme or not all(c.isalnum() or c in "+_-." for c in scheme):
+        return None
+    return scheme.split("+", 1)[0].lower()
+
+
+def url_dialect(
+    expr: cst.BaseExpression,
+    resolver: Resolver,
+    scope: Scope,
+    module_values: dict[str, list[cst.BaseExpression]],
+    depth: int = 0,
+) -> str | None:
+    """The dialect of a URL expression, when the code spells it out."""
+    expr = strip_await(expr)
+    if depth > 4:
+        return None
+    if isinstance(expr, (cst.SimpleString, cst.ConcatenatedString)):
+        value = expr.evaluated_value
+        return dialect_of_scheme(value) if isinstance(value, str) else None
+    if isinstance(expr, cst.FormattedString):
+        first = expr.parts[0] if expr.parts else None
+        if isinstance(first, cst.FormattedStringText):
+            return dialect_of_scheme(first.value)  # the scheme must be literal
+        return None
+    if isinstance(expr, cst.Call):
+        qname = resolver.qualify(expr.func, scope) or ""
+        if not qname.startswith("sqlalchemy."):
+            return None
+        keywords = keyword_args(expr)
+        positional = positional_args(expr)
+        if qname.endswith(".URL.create"):
+            driver = keywords.get("drivername") or (positional[0].value if positional else None)
+            if isinstance(driver, (cst.SimpleString, cst.ConcatenatedString)):
+                value = driver.evaluated_value
+                return value.split("+", 1)[0].lower() if isinstance(value, str) and value else None
+            return None
+        if qname.endswith(".make_url"):
+            inner = keywords.get("name_or_url") or (positional[0].value if positional else None)
+            return url_dialect(inner, resolver, scope, module_values, depth + 1) if inner is not None else None
+        return None
+    if isinstance(expr, cst.Name):
+        values = _values_of(expr.value, resolver, scope, module_values)
+        if values is None or len(values) != 1:
+            return None  # reassigned: which one reaches the call is not known
+        owner = scope if scope.binds(expr.value) else resolver.scope(resolver.module)
+        return url_dialect(values[0], resolver, owner, module_values, depth + 1)
+    return None
+
+
+def _values_of(
+    name: str, resolver: Resolver, scope: Scope, module_values: dict[str, list[cst.BaseExpression]]
+) -> list[cst.BaseExpression] | None:
+    """The values assigned to ``name`` where it is bound; None if bound otherwise."""
+    current: Scope | None = scope
+    while current is not None and not current.is_module:
+        if current.binds(name):
+            if name in current.params or name in current.imports:
+                return None
+            # Bound by something other than a plain assignment (for, with, ...): unknown.
+            return current.assigned.get(name) or None
+        current = current.parent
+    return module_values.get(name)
+
+
+# -- fate of an engine built in a function ------------------------------------------------
+
+
+def engine_fate(resolver: Resolver, engine: EngineCall) -> str:
+    """ESCAPED, DISPOSED or ABANDONED for an engine built inside a function."""
+    facts = _facts(resolver)
+    found = facts._fates.get(id(engine.call))
+    if found is None:
+        found = _FateFinder(resolver, engine).run()
+        facts._fates[id(engine.call)] = found
+    return found
+
+
+class _FateFinder:
+    """Follows the engine (and sessions/factories bound to it) through one function.
+
+    Flow-insensitive and conservative: any way out of the function (returned,
+    yielded, stored on an attribute, in a container, a global, captured by a nested
+    function, handed to a call that may keep it) counts as escaping.
+    """
+
+    def __init__(self, resolver: Resolver, engine: EngineCall) -> None:
+        self.resolver = resolver
+        self.engine = engine
+        self.index = call_index(resolver.module)
+        assert isinstance(engine.scope, (cst.FunctionDef, cst.Lambda))
+        self.fn = engine.scope
+        self.scope = resolver.scope(engine.scope)
+        self.tracked: dict[str, str] = {}  # local name -> "engine" | "holder"
+        self.outcomes: set[str] = set()
+
+    def run(self) -> str:
+        if isinstance(self.fn, cst.Lambda):
+            return ESCAPED  # a lambda returns what it builds
+        pending = self._climb(self.engine.call, "engine")
+        done: set[str] = set()
+        while pending and ESCAPED not in self.outcomes:
+            name = pending.pop()
+            if name in done:
+                continue
+            done.add(name)
+            for occurrence, nested in self._references(name):
+                if nested:
+                    self.outcomes.add(ESCAPED)  # captured by a closure
+                    break
+                pending.extend(self._climb(occurrence, self.tracked[name]))
+        if ESCAPED in self.outcomes:
+            return ESCAPED
+        return DISPOSED if DISPOSED in self.outcomes else ABANDONED
+
+    def _track(self, target: cst.BaseExpression, role: str) -> list[str]:
+        if isinstance(target, cst.Name) and self.scope.binds(target.value):
+            name = target.value
+            if self.tracked.get(name) != "engine":
+                self.tracked[name] = role
+            return [name]
+        self.outcomes.add(ESCAPED)  # an attribute, a subscript, a global, a tuple
+        return []
+
+    def _climb(self, node: cst.CSTNode, role: str) -> list[str]:
+        """Where the value of ``node`` goes; returns local names it is bound to."""
+        current = node
+        while True:
+            parent = self.index.parent_of(current)
+            if parent is None:
+                self.outcomes.add(ESCAPED)
+                return []
+            if isinstance(parent, cst.Attribute) and parent.value is current:
+                attr = parent.attr.value
+                if role == "engine" and attr == "dispose":
+                    self.outcomes.add(DISPOSED)  # engine.dispose() or atexit.register(engine.dispose)
+                    return []
+                grand = self.index.parent_of(parent)
+                if isinstance(grand, cst.Call) and grand.func is parent:
+                    if (role == "engine" and attr == "execution_options") or (role == "holder" and attr == "begin"):
+                        current = grand  # the same engine / a session of the factory
+                        continue
+                return []  # a method call or attribute read on it
+            if isinstance(parent, cst.Call) and parent.func is current:
+                if role == "holder":
+                    current = parent  # Factory() -> a session bound to the engine
+                    continue
+                return []
+            if isinstance(parent, cst.Arg) and parent.value is current:
+                call = self.index.parent_of(parent)
+                if not isinstance(call, cst.Call):
+                    self.outcomes.add(ESCAPED)
+                    return []
+                if role == "holder":
+                    return []  # a session handed to a helper does not keep the engine alive
+                effect = self._call_effect(call)
+                if effect == "holder":
+                    role, current = "holder", call
+                    continue
+                if effect == "consumer":
+                    return []
+                self.outcomes.add(ESCAPED)
+                return []
+            if isinstance(parent, _TRANSPARENT):
+                current = parent
+                continue
+            if isinstance(parent, cst.NamedExpr):
+                bound = self._track(parent.target, role)
+                return bound + self._climb(parent, role) if bound else []
+            if isinstance(parent, (cst.Assign, cst.AnnAssign)) and parent.value is current:
+                targets = [t.target for t in parent.targets] if isinstance(parent, cst.Assign) else [parent.target]
+                names: list[str] = []
+                for target in targets:
+                    names.extend(self._track(target, role))
+                return names
+            if isinstance(parent, cst.WithItem) and parent.item is current:
+                if parent.asname is None:
+                    return []
+                return self._track(parent.asname.name, role)
+            if isinstance(parent, _READS):
+                return []
+            # return, yield, lambda body, augmented assignment, anything else
+            self.outcomes.add(ESCAPED)
+            return []
+
+    def _call_effect(self, call: cst.Call) -> str:
+        """What a call does with an engine argument: "holder", "consumer" or "keeps"."""
+        kind = self.resolver.kind(call.func, self.scope)
+        if kind is not None:
+            if kind.tag == "session_class" or (kind.tag == "api" and kind.api in _HOLDER_APIS):
+                return "holder"
+        qname = self.resolver.qualify(call.func, self.scope)
+        if qname in _CONSUMER_FUNCS:
+            return "consumer"
+        if qname is None and isinstance(call.func, cst.Name) and call.func.value in _CONSUMER_FUNCS:
+            return "consumer"  # builtins
+        if isinstance(call.func, cst.Attribute) and call.func.attr.value in _CONSUMER_METHODS:
+            return "consumer"
+        return "keeps"
+
+    def _references(self, name: str) -> Iterator[tuple[cst.Name, bool]]:
+        """Reads of ``name`` in the function: (node, inside a nested def/lambda?)."""
+        if name in self.scope.globals or name in self.scope.nonlocals:
+            self.outcomes.add(ESCAPED)
+            return
+        body: cst.CSTNode = self.fn.body
+        stack: list[tuple[cst.CSTNode, bool]] = [(body, False)]
+        while stack:
+            node, nested = stack.pop()
+            if isinstance(node, cst.Name) and node.value == name and self._is_read(node):
+                yield node, nested
+            for child in reversed(list(children(node))):
+                stack.append((child, nested or isinstance(node, SCOPE_NODES)))
+
+    def _is_read(self, node: cst.Name) -> bool:
+        parent = self.index.parent_of(node)
+        if isinstance(parent, cst.Attribute):
+            return parent.value is node
+        if isinstance(parent, cst.Arg):
+            return parent.value is node
+        if isinstance(parent, (cst.AssignTarget, cst.AsName, cst.Param, cst.NameItem, cst.ImportAlias)):
+            return False
+        if isinstance(parent, (cst.FunctionDef, cst.ClassDef)) and parent.name is node:
+            return False
+        if isinstance(parent, (cst.AnnAssign, cst.AugAssign)) and parent.target is node:
+            return False
+        if isinstance(parent, (cst.For, cst.CompFor)) and parent.target is node:
+            return False
+        return True
+
+
+def is_cached_function(resolver: Resolver, fn: cst.FunctionDef) -> bool:
+    """Decorated with ``functools.cache``/``lru_cache``/``cached_property`` or similar."""
+    scope = resolver.scope(resolver.module)
+    for decorator in fn.decorators:
+        expr = decorator.decorator
+        if isinstance(expr, cst.Call):
+            expr = expr.func
+        if resolver.qualify(expr, scope) in CACHE_DECORATORS:
+            return True
+    return False
+
+
+def is_entry_point(resolver: Resolver, fn: cst.FunctionDef) -> bool:
+    """A function that runs once per process: called at module level of its own module
+    (``if __name__ == "__main__": main()``, Alembic's ``run_migrations_online()``),
+    a CLI command (``@click.command()``, ``@app.cli.command()``), or a pytest test."""
+    if fn.name.value.startswith("test_"):
+        return True
+    module_scope = resolver.scope(resolver.module)
+    for decorator in fn.decorators:
+        expr = decorator.decorator
+        if isinstance(expr, cst.Call):
+            expr = expr.func
+        qname = resolver.qualify(expr, module_scope) or ""
+        if qname.split(".")[0] in ("click", "typer"):
+            return True
+        if isinstance(expr, cst.Attribute) and expr.attr.value == "command":
+            return True
+    parent = resolver.scope(fn).parent
+    if parent is None or not parent.is_module or resolver.enclosing_class(fn) is not None:
+        return False
+    return fn.name.value in _called_at_import(resolver.module)
+
+
+def _called_at_import(module: cst.Module) -> frozenset[str]:
+    return per_module(
+        module,
+        "import-calls",
+        lambda: frozenset(
+            c.call.func.value
+            for c in call_index(module).calls
+            if isinstance(c.scope, cst.Module) and not c.in_class_body and isinstance(c.call.func, cst.Name)
+        ),
+    )
+
+
