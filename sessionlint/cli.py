@@ -131,7 +131,7 @@ def _check(args: argparse.Namespace) -> int:
         except Exception as exc:
             from sessionlint.engine import FileResult
 
-            result = FileResult(display, [checker._input_error("SES002", display, 1, 1, str(exc))])
+            result = FileResult(display, [checker.input_error("SES002", display, 1, 1, str(exc))])
         else:
             result = checker.check_source(source, display, index_path=os.path.abspath(display))
         results = [result]
@@ -142,8 +142,8 @@ def _check(args: argparse.Namespace) -> int:
         results = [checker.check_path(f) for f in files]
         from sessionlint.engine import FileResult
 
-        for path in missing:
-            results.append(FileResult(path, [checker._input_error("SES002", path, 1, 1, "No such file or directory")]))
+        for path, reason in missing:
+            results.append(FileResult(path, [checker.input_error("SES002", path, 1, 1, reason)]))
         for path in empty:
             errors.append(f"sessionlint: no Python files found under '{path}'")
             status_error = True

@@ -132,6 +132,8 @@ class Walker:
     root: Path
     excludes: Sequence[str] = ()
     _ignores: dict[str, IgnoreFile | None] = field(default_factory=dict)
+    # Directories that could not be listed, with the reason (reported as SES002).
+    errors: list[tuple[str, str]] = field(default_factory=list)
 
     def _ignore_file(self, directory: str) -> IgnoreFile | None:
         if directory not in self._ignores:
@@ -187,7 +189,8 @@ class Walker:
             chain = chain + [os.path.abspath(directory)]
             try:
                 entries = sorted(os.scandir(directory), key=lambda e: e.name, reverse=True)
-            except OSError:
+            except OSError as exc:
+                self.errors.append((directory, exc.strerror or str(exc)))
                 continue
             subdirs = []
             for entry in reversed(entries):
@@ -211,22 +214,28 @@ class Walker:
                 stack.append((sub, chain))
 
 
-def discover(paths: Sequence[str], root: Path, excludes: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+def discover(
+    paths: Sequence[str], root: Path, excludes: Sequence[str]
+) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     """Expand command-line paths into files.
 
-    Returns ``(files, missing, empty_dirs)``: files to check (explicit files always
-    included), paths that do not exist or cannot be listed, and directories that held
-    no Python file.
+    Returns ``(files, unreadable, empty_dirs)``: files to check (explicit files always
+    included), ``(path, reason)`` for paths that do not exist or cannot be listed, and
+    directories that held no Python file.
     """
     walker = Walker(root, excludes)
     files: list[str] = []
-    missing: list[str] = []
+    missing: list[tuple[str, str]] = []
     empty: list[str] = []
     seen: set[str] = set()
     for given in paths:
         if os.path.isdir(given):
+            before = len(walker.errors)
             found = [f for f in walker.walk(given) if f not in seen]
-            if not found:
+            if given in (".", "./"):
+                # The default path: show paths as ruff does, without a "./" prefix.
+                found = [f[2:] if f.startswith("./") else f for f in found]
+            if not found and len(walker.errors) == before:
                 empty.append(given)
             for f in found:
                 seen.add(f)
@@ -238,5 +247,6 @@ def discover(paths: Sequence[str], root: Path, excludes: Sequence[str]) -> tuple
                 seen.add(given)
                 files.append(given)
         else:
-            missing.append(given)
+            missing.append((given, "No such file or directory"))
+    missing.extend(walker.errors)
     return files, missing, empty

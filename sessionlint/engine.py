@@ -56,9 +56,16 @@ def read_source(path: str) -> str:
 def decode_source(data: bytes) -> str:
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as exc:
+        # detect_encoding also fails on plain invalid UTF-8 in the first two lines;
+        # say which byte, as for invalid bytes further down.
+        encoding = "utf-8"
+        if "encoding problem" in str(exc) or "unknown encoding" in str(exc):
+            raise SourceError(f"bad encoding declaration: {exc}") from exc
+    try:
         return data.decode(encoding)
-    except (SyntaxError, LookupError) as exc:
-        raise SourceError(f"bad encoding declaration: {exc}") from exc
+    except LookupError as exc:
+        raise SourceError(f"unknown encoding: {encoding}") from exc
     except UnicodeDecodeError as exc:
         raise SourceError(
             f"not valid {exc.encoding} (byte 0x{data[exc.start]:02x} at offset {exc.start})"
@@ -100,7 +107,7 @@ class Checker:
         try:
             source = read_source(path)
         except SourceError as exc:
-            return FileResult(path, [self._input_error("SES002", path, 1, 1, str(exc))])
+            return FileResult(path, [self.input_error("SES002", path, 1, 1, str(exc))])
         return self.check_source(source, path)
 
     def check_source(self, source: str, path: str, index_path: str | None = None) -> FileResult:
@@ -114,10 +121,10 @@ class Checker:
             module = cst.parse_module(source)
         except cst.ParserSyntaxError as exc:
             line, col, message = syntax_error(source, exc)
-            result.diagnostics.append(self._input_error("SES001", path, line, col, message))
+            result.diagnostics.append(self.input_error("SES001", path, line, col, message))
             return result
         except (RecursionError, MemoryError) as exc:
-            result.diagnostics.append(self._input_error("SES001", path, 1, 1, type(exc).__name__))
+            result.diagnostics.append(self.input_error("SES001", path, 1, 1, type(exc).__name__))
             return result
         real = index_path or path
         self.index.add_file(real, source)
@@ -227,7 +234,7 @@ class Checker:
                 hint=report.rule.hint,
             )
 
-    def _input_error(self, code: str, path: str, line: int, col: int, error: str) -> Diagnostic:
+    def input_error(self, code: str, path: str, line: int, col: int, error: str) -> Diagnostic:
         rule = self.rule_info[code]
         return Diagnostic(path, line, col, code, rule.name, rule.message.format(error=error), line, col)
 
