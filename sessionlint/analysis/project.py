@@ -32,6 +32,7 @@ class ValueSummary:
     keywords: tuple[tuple[str, str | None], ...] = ()  # keyword -> qualified value if a name
     called_twice: bool = False  # ``sessionmaker(...)()``: the callee's result is called
     line: int = 0
+    positional: int = 0  # positional arguments of the call (``scoped_session(f, scopefunc)``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,8 @@ class FunctionSummary:
     params: tuple[str, ...]
     closes: frozenset[str]
     rollbacks: frozenset[str]
+    removes: frozenset[str] = frozenset()  # parameters on which ``.remove()`` is called
+    rolls_back_any: bool = False  # the body calls ``rollback()`` on anything
 
 
 @dataclass
@@ -55,6 +58,13 @@ class ModuleFacts:
     annotations: dict[str, str | None] = field(default_factory=dict)
     star_imports: list[str] = field(default_factory=list)
     parsed: bool = True
+    # Qualified names whose ``.remove`` attribute is called or referenced anywhere in the
+    # module, including inside functions (``db_session.remove()`` in a teardown hook,
+    # ``atexit.register(db_session.remove)``).
+    removes: set[str] = field(default_factory=set)
+    # Calls anywhere in the module that pass a qualified name as an argument:
+    # (argument, callee or None, position or keyword).
+    passed: list[tuple[str, str | None, int | str]] = field(default_factory=list)
 
 
 def module_name_for(path: str, root: str) -> str:
@@ -89,6 +99,8 @@ class ProjectIndex:
         self._sources: dict[str, str] = {}
         self._kinds: dict[str, Kind | None] = {}
         self._resolving: set[str] = set()
+        self._files: dict[str, None] = {}
+        self._removed: frozenset[str] | None = None
         self.session_factories = tuple(session_factories)
         # Which module files each resolution touched: the result cache keys on these.
         self.touched: set[str] = set()
@@ -105,6 +117,10 @@ class ProjectIndex:
             self._sources[apath] = source
             self._facts.pop(apath, None)
             self._kinds.clear()
+            self._removed = None
+        if apath not in self._files:
+            self._files[apath] = None
+            self._removed = None
         existing = self._by_name.get(name)
         if existing is None or (apath.endswith("__init__.py") and not existing.endswith("__init__.py")):
             self._by_name[name] = apath
@@ -175,6 +191,73 @@ class ProjectIndex:
         except (OSError, SyntaxError, ValueError, RecursionError):
             return ModuleFacts(path, name, parsed=False)
         return _Summarizer(self, path, name).run(tree)
+
+    # -- project-wide facts ---------------------------------------------------
+
+    def files(self) -> list[str]:
+        """Every registered project file (absolute paths)."""
+        return list(self._files)
+
+    def _file_bytes(self, path: str) -> bytes:
+        source = self._sources.get(path)
+        if source is not None:
+            return source.encode("utf-8", "surrogatepass")
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except OSError:
+            return b""
+
+    def removed_registries(self) -> frozenset[str]:
+        """Origins of the ``scoped_session`` registries whose ``.remove()`` is called (or
+        referenced as a callback) anywhere in the project, in any module, resolved through
+        imports and aliases; also a registry handed to a project helper that removes its
+        parameter (``shutdown(db_session)`` with ``def shutdown(r): r.remove()``).
+        Files whose bytes do not contain ``remove`` are not parsed for this."""
+        if self._removed is not None:
+            return self._removed
+        found: set[str] = set()
+        for path in list(self._files):
+            if b"remove" not in self._file_bytes(path):
+                continue
+            facts = self.facts_for_path(path)
+            for qname in facts.removes:
+                kind = self.kind_of(qname)
+                if kind is not None and kind.tag == "registry" and kind.origin:
+                    found.add(kind.origin)
+            for arg, callee, where in facts.passed:
+                callee_kind = self.kind_of(callee)
+                summary = callee_kind.function if callee_kind is not None else None
+                if summary is None or not summary.removes:
+                    continue
+                param = where if isinstance(where, str) else (
+                    summary.params[where] if where < len(summary.params) else None
+                )
+                if param in summary.removes:
+                    kind = self.kind_of(arg)
+                    if kind is not None and kind.tag == "registry" and kind.origin:
+                        found.add(kind.origin)
+        self._removed = frozenset(found)
+        return self._removed
+
+    def registry_handed_out(self, origin: str) -> bool:
+        """Whether the registry ``origin`` is passed as an argument to a callee outside
+        the project (a framework or library that may remove it), anywhere in the project."""
+        attr = origin.rsplit(".", 1)[-1].encode()
+        for path in list(self._files):
+            if attr not in self._file_bytes(path):
+                continue
+            facts = self.facts_for_path(path)
+            for arg, callee, _where in facts.passed:
+                if not arg.endswith(origin.rsplit(".", 1)[-1]):
+                    continue
+                kind = self.kind_of(arg)
+                if kind is None or kind.tag != "registry" or kind.origin != origin:
+                    continue
+                callee_kind = self.kind_of(callee)
+                if callee_kind is None or callee_kind.tag not in ("function", "api"):
+                    return True
+        return False
 
     # -- kinds ----------------------------------------------------------------
 
@@ -256,10 +339,15 @@ class ProjectIndex:
             # ``sessionmaker(...)()`` at module level: a session instance.
             made = self.result_kind(callee, dict(value.keywords), origin, where)
             return self.result_kind(made, {}, origin, where) if made else None
-        return self.result_kind(callee, dict(value.keywords), origin, where)
+        return self.result_kind(callee, dict(value.keywords), origin, where, value.positional)
 
     def result_kind(
-        self, callee: Kind | None, keywords: dict[str, str | None], origin: str, where: tuple[str, int]
+        self,
+        callee: Kind | None,
+        keywords: dict[str, str | None],
+        origin: str,
+        where: tuple[str, int] | None,
+        positional: int = 0,
     ) -> Kind | None:
         """What calling something of kind ``callee`` returns."""
         if callee is None:
@@ -275,10 +363,12 @@ class ProjectIndex:
                         is_async = class_kind.is_async
                 return Kind("factory", is_async=is_async, origin=origin, where=where)
             if api in ("scoped_session", "async_scoped_session"):
+                # ``scoped_session(session_factory, scopefunc=None)``: a second
+                # positional argument is the scopefunc too.
                 return Kind(
                     "registry",
                     is_async=api == "async_scoped_session",
-                    scopefunc="scopefunc" in keywords,
+                    scopefunc="scopefunc" in keywords or positional >= 2,
                     origin=origin,
                     where=where,
                 )
@@ -309,6 +399,7 @@ class _Summarizer:
                 self.defined.add(target)
         for node in body:
             self._define(node)
+        _RemoveScanner(self).scan(tree)
         return self.facts
 
     def _imports(self, node: ast.stmt) -> None:
@@ -383,7 +474,8 @@ class _Summarizer:
             keywords = tuple(
                 (k.arg, self.qualify(k.value)) for k in keywords_node if k.arg is not None
             )
-            return ValueSummary("call", self.qualify(func), keywords, twice, value.lineno)
+            positional = len((value.func.args if isinstance(value.func, ast.Call) else value.args))
+            return ValueSummary("call", self.qualify(func), keywords, twice, value.lineno, positional)
         if isinstance(value, (ast.Name, ast.Attribute)):
             return ValueSummary("alias", self.qualify(value), line=value.lineno)
         return ValueSummary("other", line=getattr(value, "lineno", 0))
@@ -395,8 +487,19 @@ def summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> Function
     params = tuple(a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs))
     closes: set[str] = set()
     rollbacks: set[str] = set()
+    removes: set[str] = set()
+    rolls_back_any = False
     names = set(params)
     for sub in ast.walk(node):
+        if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr in ROLLBACK_METHODS:
+            rolls_back_any = True
+        if (
+            isinstance(sub, ast.Attribute)
+            and sub.attr == "remove"
+            and isinstance(sub.value, ast.Name)
+            and sub.value.id in names
+        ):
+            removes.add(sub.value.id)
         if (
             isinstance(sub, ast.Call)
             and isinstance(sub.func, ast.Attribute)
@@ -407,7 +510,110 @@ def summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> Function
                 closes.add(sub.func.value.id)
             elif sub.func.attr in ROLLBACK_METHODS:
                 rollbacks.add(sub.func.value.id)
-    return FunctionSummary(params, frozenset(closes), frozenset(rollbacks))
+    return FunctionSummary(
+        params, frozenset(closes), frozenset(rollbacks), frozenset(removes), rolls_back_any
+    )
+
+
+class _RemoveScanner:
+    """Whole-module scan (functions included) for ``X.remove`` references and for
+    qualified names passed as call arguments, with function-local imports and simple
+    aliases (``registry = db.db_session``) resolved; parameters shadow globals."""
+
+    def __init__(self, summarizer: _Summarizer) -> None:
+        self.summarizer = summarizer
+        self.facts = summarizer.facts
+
+    def scan(self, tree: ast.Module) -> None:
+        self._walk(tree.body, {})
+
+    def _qualify(self, expr: ast.expr, local: dict[str, str | None]) -> str | None:
+        if isinstance(expr, ast.Name):
+            if expr.id in local:
+                return local[expr.id]
+            return self.summarizer.qualify(expr)
+        if isinstance(expr, ast.Attribute):
+            base = self._qualify(expr.value, local)
+            return f"{base}.{expr.attr}" if base else None
+        return None
+
+    def _locals(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda, outer: dict[str, str | None]) -> dict[str, str | None]:
+        local = dict(outer)
+        args = node.args
+        for arg in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
+            if arg is not None:
+                local[arg.arg] = None
+        if isinstance(node, ast.Lambda):
+            return local
+        index, facts = self.summarizer.index, self.facts
+        for sub in _own_nodes(node.body):
+            if isinstance(sub, ast.Import):
+                for alias in sub.names:
+                    full = index.resolve_absolute(alias.name, facts.path) or alias.name
+                    if alias.asname:
+                        local[alias.asname] = full
+                    else:
+                        top = alias.name.split(".")[0]
+                        local[top] = index.resolve_absolute(top, facts.path) or top
+            elif isinstance(sub, ast.ImportFrom):
+                if sub.level:
+                    module = index.resolve_relative(facts.path, sub.level, sub.module)
+                else:
+                    module = index.resolve_absolute(sub.module or "", facts.path) or (sub.module or "")
+                for alias in sub.names:
+                    if alias.name != "*":
+                        local[alias.asname or alias.name] = f"{module}.{alias.name}" if module else alias.name
+        for sub in _own_nodes(node.body):
+            if isinstance(sub, ast.Assign):
+                for target in sub.targets:
+                    if isinstance(target, ast.Name):
+                        value = sub.value
+                        local[target.id] = (
+                            self._qualify(value, local) if isinstance(value, (ast.Name, ast.Attribute)) else None
+                        )
+        return local
+
+    def _walk(self, body: list[ast.stmt] | list[ast.expr], local: dict[str, str | None]) -> None:
+        stack: list[ast.AST] = list(body)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                for decorator in getattr(node, "decorator_list", []):
+                    stack.append(decorator)
+                inner = self._locals(node, local)
+                if isinstance(node, ast.Lambda):
+                    self._walk([node.body], inner)
+                else:
+                    self._walk(node.body, inner)
+                continue
+            if isinstance(node, ast.Attribute) and node.attr == "remove":
+                qname = self._qualify(node.value, local)
+                if qname:
+                    self.facts.removes.add(qname)
+            elif isinstance(node, ast.Call):
+                callee = self._qualify(node.func, local)
+                for position, arg in enumerate(node.args):
+                    if isinstance(arg, (ast.Name, ast.Attribute)):
+                        qname = self._qualify(arg, local)
+                        if qname:
+                            self.facts.passed.append((qname, callee, position))
+                for keyword in node.keywords:
+                    if keyword.arg is not None and isinstance(keyword.value, (ast.Name, ast.Attribute)):
+                        qname = self._qualify(keyword.value, local)
+                        if qname:
+                            self.facts.passed.append((qname, callee, keyword.arg))
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def _own_nodes(body: list[ast.stmt]) -> Iterable[ast.AST]:
+    """Nodes of a function body, not descending into nested functions and lambdas."""
+    stack: list[ast.AST] = list(body)
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                stack.append(child)
 
 
 def _top_level(body: list[ast.stmt]) -> Iterable[ast.stmt]:

@@ -1,0 +1,618 @@
+"""Transaction facts for one function: which expressions are sessions, which calls
+do session work / write / commit / roll back, how an ``except`` handler leaves, and
+whether a session is used again after a statement.
+
+Facts, no policy: the SES2xx rules decide what to report.
+
+A *session key* names one session inside a function by its spelling (``session``,
+``db.db_session``, ``self.session``): within one function that is unambiguous enough,
+and it lets ``self.session.flush()`` and ``self.session.rollback()`` meet.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from sessionlint.analysis.kinds import Kind
+from sessionlint.analysis.project import FunctionSummary
+from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await, target_names
+from sessionlint.analysis.sqla import CLOSE_METHODS, ROLLBACK_METHODS
+from sessionlint.analysis.walk import SCOPE_NODES, children, walk_scope
+
+# Session methods that talk to the database, so a database error can come out of them
+# (and leave the transaction needing a rollback). ``add``/``delete`` only stage changes;
+# they fail at the next flush, which is one of these.
+WORK_METHODS = frozenset(
+    {
+        "flush", "commit", "execute", "scalar", "scalars", "get", "get_one", "query",
+        "refresh", "bulk_save_objects", "bulk_insert_mappings", "bulk_update_mappings",
+    }
+)
+# Session methods that stage or perform writes (SES202).
+WRITE_METHODS = frozenset(
+    {"add", "add_all", "delete", "merge", "bulk_save_objects", "bulk_insert_mappings", "bulk_update_mappings"}
+)
+# Methods after which the session's transaction is gone (rolled back or discarded).
+RESET_METHODS = ROLLBACK_METHODS | CLOSE_METHODS
+# Core statement constructors that write.
+_DML = frozenset({"insert", "update", "delete", "upsert"})
+_DML_PREFIXES = ("insert", "update", "delete", "merge", "upsert", "replace", "truncate")
+
+# ``sqlalchemy.exc`` classes for errors raised by the database or the flush: catching
+# one of them (or anything broader) catches the error that needs a rollback.
+# ``NoResultFound``/``MultipleResultsFound`` are not among them: a ``.one()`` that
+# finds nothing leaves the transaction perfectly usable.
+_DB_ERRORS = frozenset(
+    {
+        "SQLAlchemyError", "DBAPIError", "StatementError", "DatabaseError", "IntegrityError",
+        "OperationalError", "DataError", "ProgrammingError", "InternalError",
+        "NotSupportedError", "InterfaceError", "PendingRollbackError", "StaleDataError",
+        "FlushError",
+    }
+)
+_DRIVER_MODULES = ("psycopg2", "psycopg", "pymysql", "MySQLdb", "asyncpg", "sqlite3", "aiosqlite", "aiomysql", "oracledb", "pyodbc")
+# Calls that never return normally.
+_NO_RETURN = frozenset({"flask.abort", "werkzeug.exceptions.abort", "sys.exit", "os._exit", "pytest.fail", "pytest.skip"})
+
+NORMAL, CONTINUE, BREAK, RETURN, RAISE, RESET = "normal", "continue", "break", "return", "raise", "reset"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRef:
+    """A session as seen from one function."""
+
+    key: str  # its spelling
+    kind: Kind
+    where: str  # "local" (bound in this function) | "param" | "closure" | "global" | "self"
+    binding: tuple[cst.CSTNode, ...] = ()  # statements that bind a local one
+
+    @property
+    def long_lived(self) -> bool:
+        """Outlives the function: a registry, a scoped/module/attribute/caller's session."""
+        return self.where in ("param", "closure", "global", "self") or self.kind.tag == "registry" or self.kind.scoped
+
+
+@dataclass
+class SessionCall:
+    """``<session>.<method>(...)``."""
+
+    ref: SessionRef
+    method: str
+    call: cst.Call
+
+
+@dataclass
+class FunctionTx:
+    """Per-function session facts."""
+
+    node: cst.FunctionDef
+    scope: Scope
+    parents: dict[int, cst.CSTNode] = field(default_factory=dict)
+    with_sessions: dict[str, list[cst.With]] = field(default_factory=dict)
+
+
+_ANALYZERS: weakref.WeakKeyDictionary[Resolver, TxAnalyzer] = weakref.WeakKeyDictionary()
+
+
+def analyzer_for(resolver: Resolver) -> TxAnalyzer:
+    """The file's :class:`TxAnalyzer`, shared by every rule that asks."""
+    found = _ANALYZERS.get(resolver)
+    if found is None:
+        found = TxAnalyzer(resolver)
+        _ANALYZERS[resolver] = found
+    return found
+
+
+class TxAnalyzer:
+    """Session facts for the functions of one file (cached per function and class)."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+        self._functions: dict[int, FunctionTx] = {}
+        self._class_attrs: dict[int, dict[str, Kind]] = {}
+
+    # -- per function ------------------------------------------------------------
+
+    def function(self, node: cst.FunctionDef) -> FunctionTx:
+        found = self._functions.get(id(node))
+        if found is None:
+            scope = self.resolver.scope(node)
+            found = FunctionTx(node, scope)
+            stack: list[cst.CSTNode] = [node.body]
+            while stack:
+                current = stack.pop()
+                for child in children(current):
+                    found.parents[id(child)] = current
+                    if not isinstance(child, SCOPE_NODES):
+                        stack.append(child)
+            found.parents[id(node.body)] = node
+            for sub in walk_scope(node.body):
+                if isinstance(sub, cst.With):
+                    for item in sub.items:
+                        if item.asname is None or not isinstance(item.asname.name, cst.Name):
+                            continue
+                        if self.creates_session(item.item, scope) is not None:
+                            found.with_sessions.setdefault(item.asname.name.value, []).append(sub)
+            self._functions[id(node)] = found
+        return found
+
+    def creates_session(self, expr: cst.BaseExpression, scope: Scope) -> Kind | None:
+        """``Factory()``, ``Session(engine)``, ``Factory.begin()``, ``registry()``."""
+        expr = strip_await(expr)
+        if not isinstance(expr, cst.Call):
+            return None
+        kind = self.resolver.call_result_kind(expr, scope)
+        if kind is not None and kind.tag == "session":
+            return kind
+        func = expr.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "begin":
+            base = self.resolver.kind(func.value, scope)
+            if base is not None and base.tag in ("factory", "session_class"):
+                return Kind("session", is_async=base.is_async, api="begin")
+        return None
+
+    # -- is this a session? --------------------------------------------------------
+
+    def session_ref(self, expr: cst.BaseExpression, fn: cst.FunctionDef) -> SessionRef | None:
+        expr = strip_await(expr)
+        tx = self.function(fn)
+        scope = tx.scope
+        if isinstance(expr, cst.Name):
+            name = expr.value
+            owner = self._owner(name, scope)
+            if owner is not None and name not in owner.imports:
+                owner_node = owner.node
+                if isinstance(owner_node, cst.FunctionDef):
+                    owner_tx = self.function(owner_node)
+                    if name in owner_tx.with_sessions:
+                        where = "local" if owner is scope else "closure"
+                        return SessionRef(name, Kind("session"), where, tuple(owner_tx.with_sessions[name]))
+                kind = self.resolver.local_kind(owner, name)
+                if kind is None or kind.tag not in ("session", "registry"):
+                    return None
+                if owner is not scope:
+                    return SessionRef(name, kind, "closure")
+                if name in scope.params:
+                    return SessionRef(name, kind, "param")
+                return SessionRef(name, kind, "local", tuple(self._bindings(tx, name)))
+            kind = self.resolver.index.kind_of(self.resolver.qualify(expr, scope))
+            if kind is not None and kind.tag in ("session", "registry"):
+                return SessionRef(name, kind, "global")
+            return None
+        if isinstance(expr, cst.Attribute):
+            key = dotted(expr)
+            if key is None:
+                return None
+            if isinstance(expr.value, cst.Name) and expr.value.value == "self":
+                cls = self.resolver.enclosing_class(fn)
+                if cls is None:
+                    return None
+                kind = self.class_attrs(cls).get(expr.attr.value)
+                return SessionRef(key, kind, "self") if kind is not None else None
+            kind = self.resolver.index.kind_of(self.resolver.qualify(expr, scope))
+            if kind is not None and kind.tag in ("session", "registry"):
+                return SessionRef(key, kind, "global")
+            return None
+        if isinstance(expr, cst.Call) and not expr.args:
+            # ``db_session().execute(...)``: the registry's session.
+            base = self.session_ref(expr.func, fn)
+            if base is not None and base.kind.tag == "registry":
+                return base
+        return None
+
+    def _owner(self, name: str, scope: Scope) -> Scope | None:
+        current: Scope | None = scope
+        if name in scope.globals:
+            return None
+        while current is not None and not current.is_module:
+            if current.binds(name):
+                return current
+            current = current.parent
+        return None
+
+    def _bindings(self, tx: FunctionTx, name: str) -> Iterator[cst.CSTNode]:
+        for sub in walk_scope(tx.node.body):
+            if isinstance(sub, cst.Assign) and any(name in target_names(t.target) for t in sub.targets):
+                yield sub
+            elif isinstance(sub, cst.AnnAssign) and name in target_names(sub.target):
+                yield sub
+
+    def class_attrs(self, cls: cst.ClassDef) -> dict[str, Kind]:
+        """``self.<attr>`` that hold a session or registry: assigned one in a method
+        (``self.session = SessionLocal()``, ``self.session = session`` from a parameter
+        annotated ``Session``), or annotated ``session: Session`` in the class body."""
+        found = self._class_attrs.get(id(cls))
+        if found is not None:
+            return found
+        found = {}
+        self._class_attrs[id(cls)] = found
+        body = cls.body.body if isinstance(cls.body, cst.IndentedBlock) else ()
+        for item in body:
+            if isinstance(item, cst.SimpleStatementLine):
+                for small in item.body:
+                    if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                        kind = self.resolver.annotation_kind(small.annotation.annotation, self.resolver.scope(self.resolver.module))
+                        if kind is not None and kind.tag == "session":
+                            found[small.target.value] = kind
+            if not isinstance(item, cst.FunctionDef):
+                continue
+            scope = self.resolver.scope(item)
+            for sub in walk_scope(item.body):
+                if not isinstance(sub, cst.Assign):
+                    continue
+                for target in sub.targets:
+                    t = target.target
+                    if isinstance(t, cst.Attribute) and isinstance(t.value, cst.Name) and t.value.value == "self":
+                        kind = self.resolver.kind(sub.value, scope)
+                        if kind is not None and kind.tag in ("session", "registry"):
+                            found[t.attr.value] = kind
+        return found
+
+    # -- calls on sessions ------------------------------------------------------------
+
+    def session_calls(self, node: cst.CSTNode, fn: cst.FunctionDef) -> Iterator[SessionCall]:
+        """``<session>.<method>(...)`` calls in ``node`` (not in nested scopes)."""
+        for sub in _own(node):
+            if isinstance(sub, cst.Call) and isinstance(sub.func, cst.Attribute):
+                ref = self.session_ref(sub.func.value, fn)
+                if ref is not None:
+                    yield SessionCall(ref, sub.func.attr.value, sub)
+
+    def uses(self, node: cst.CSTNode, key: str, fn: cst.FunctionDef) -> bool:
+        """Whether ``node`` uses the session ``key`` other than to roll back / close it."""
+        for sub in _own(node):
+            if isinstance(sub, (cst.Name, cst.Attribute)) and dotted(sub) == key:
+                parent = self.function(fn).parents.get(id(sub))
+                if isinstance(parent, cst.Attribute) and parent.attr.value in RESET_METHODS:
+                    continue
+                return True
+        return False
+
+    # -- exceptions ---------------------------------------------------------------------
+
+    def catches_db_errors(self, handler: cst.ExceptHandler | cst.ExceptStarHandler, scope: Scope) -> bool:
+        """Bare ``except``, ``Exception``/``BaseException``, a ``sqlalchemy.exc`` database
+        error, or a DB driver's exception."""
+        if handler.type is None:
+            return True
+        types = [e.value for e in handler.type.elements] if isinstance(handler.type, cst.Tuple) else [handler.type]
+        for t in types:
+            name = dotted(t)
+            if name in ("Exception", "BaseException", "builtins.Exception"):
+                return True
+            qname = self.resolver.qualify(t, scope) or ""
+            if qname.startswith("sqlalchemy.") and qname.rsplit(".", 1)[-1] in _DB_ERRORS:
+                return True
+            if qname.split(".")[0] in _DRIVER_MODULES:
+                return True
+        return False
+
+    def exits(self, statements: Iterable[cst.CSTNode], fn: cst.FunctionDef) -> set[str]:
+        """How control can leave a block: ``normal``, ``continue``, ``break``, ``return``,
+        ``raise``, or ``reset`` (a rollback/close ran first, so the rest does not matter)."""
+        modes: set[str] = set()
+        for statement in statements:
+            step = self._statement_exits(statement, fn)
+            modes |= step - {NORMAL}
+            if NORMAL not in step:
+                return modes
+        return modes | {NORMAL}
+
+    def _statement_exits(self, node: cst.CSTNode, fn: cst.FunctionDef) -> set[str]:
+        if isinstance(node, cst.SimpleStatementLine):
+            return self.exits(node.body, fn)
+        if isinstance(node, cst.Return):
+            return {RESET} if node.value is not None and self.resets(node.value, fn) else {RETURN}
+        if isinstance(node, cst.Raise):
+            return {RAISE}
+        if isinstance(node, cst.Continue):
+            return {CONTINUE}
+        if isinstance(node, cst.Break):
+            return {BREAK}
+        if isinstance(node, cst.BaseSmallStatement):
+            return {RESET} if self.resets(node, fn) else {NORMAL}
+        if isinstance(node, cst.If):
+            modes = self.exits(_block(node.body), fn)
+            if node.orelse is None:
+                modes |= {NORMAL} if not self.resets(node.test, fn) else {RESET}
+            elif isinstance(node.orelse, cst.If):
+                modes |= self._statement_exits(node.orelse, fn)
+            else:
+                modes |= self.exits(_block(node.orelse.body), fn)
+            return modes
+        if isinstance(node, (cst.For, cst.While)):
+            body = self.exits(_block(node.body), fn)
+            modes = (body - {BREAK, CONTINUE}) | {NORMAL}
+            return modes
+        if isinstance(node, cst.With):
+            return self.exits(_block(node.body), fn)
+        if isinstance(node, (cst.Try, cst.TryStar)):
+            if node.finalbody is not None:
+                final = self.exits(_block(node.finalbody.body), fn)
+                if NORMAL not in final:
+                    return final
+            modes = self.exits(_block(node.body), fn)
+            if node.orelse is not None and NORMAL in modes:
+                modes = (modes - {NORMAL}) | self.exits(_block(node.orelse.body), fn)
+            for handler in node.handlers:
+                modes |= self.exits(_block(handler.body), fn)
+            return modes
+        return {NORMAL}
+
+    def resets(self, node: cst.CSTNode, fn: cst.FunctionDef) -> bool:
+        """Whether evaluating ``node`` rolls back or closes a session, or calls something
+        that never returns: ``x.rollback()``/``x.close()`` on anything, a project helper
+        that rolls back (``undo(session)``, ``self._rollback()``), ``abort(409)``."""
+        for sub in _own(node):
+            if not isinstance(sub, cst.Call):
+                continue
+            func = sub.func
+            if isinstance(func, cst.Attribute) and func.attr.value in RESET_METHODS:
+                return True
+            scope = self.function(fn).scope
+            if self.resolver.qualify(func, scope) in _NO_RETURN:
+                return True
+            summary = self._helper_summary(func, fn)
+            if summary is not None and (summary.rollbacks or summary.rolls_back_any or summary.closes):
+                return True
+        return False
+
+    def _helper_summary(self, func: cst.BaseExpression, fn: cst.FunctionDef) -> FunctionSummary | None:
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value in ("self", "cls"):
+            cls = self.resolver.enclosing_class(fn)
+            if cls is None:
+                return None
+            return self.resolver.facts.methods.get(cls.name.value, {}).get(func.attr.value)
+        if isinstance(func, (cst.Name, cst.Attribute)):
+            kind = self.resolver.kind(func, self.function(fn).scope)
+            if kind is not None and kind.tag == "function":
+                return kind.function
+        return None
+
+    # -- statements and blocks ------------------------------------------------------------
+
+    def parent(self, node: cst.CSTNode, fn: cst.FunctionDef) -> cst.CSTNode | None:
+        return self.function(fn).parents.get(id(node))
+
+    def ancestors(self, node: cst.CSTNode, fn: cst.FunctionDef) -> Iterator[cst.CSTNode]:
+        current = self.parent(node, fn)
+        while current is not None and current is not fn:
+            yield current
+            current = self.parent(current, fn)
+
+    def is_within(self, node: cst.CSTNode, container: cst.CSTNode, fn: cst.FunctionDef) -> bool:
+        return node is container or any(a is container for a in self.ancestors(node, fn))
+
+    def used_after(self, start: cst.CSTNode, modes: set[str], ref: SessionRef, fn: cst.FunctionDef) -> bool:
+        """Whether the session ``ref`` may be used again after control leaves ``start``
+        (a statement) in one of ``modes``: by a later statement of an enclosing block, or
+        by the next iteration of an enclosing loop that the session outlives. Stops at the
+        ``with`` that binds it."""
+        modes = set(modes)
+        current: cst.CSTNode = start
+        for ancestor in self.ancestors(start, fn):
+            if not modes - {RETURN, RAISE, RESET}:
+                return False
+            if isinstance(ancestor, cst.IndentedBlock):
+                body = list(ancestor.body)
+                position = next((i for i, s in enumerate(body) if s is current), None)
+                if position is not None and NORMAL in modes:
+                    following = body[position + 1 :]
+                    if any(self.uses(s, ref.key, fn) for s in following):
+                        return True
+                    if following:
+                        modes = (modes - {NORMAL}) | self.exits(following, fn)
+            elif isinstance(ancestor, (cst.For, cst.While)) and current is ancestor.body:
+                repeats = modes & {NORMAL, CONTINUE}
+                if repeats and not any(self.is_within(b, ancestor, fn) for b in ref.binding):
+                    if self.uses(ancestor.body, ref.key, fn) or (
+                        isinstance(ancestor, cst.While) and self.uses(ancestor.test, ref.key, fn)
+                    ):
+                        return True
+                modes = (modes - {CONTINUE, BREAK}) | ({NORMAL} if modes & {NORMAL, CONTINUE, BREAK} else set())
+            elif isinstance(ancestor, cst.With) and any(ancestor is b for b in ref.binding):
+                return False  # the with block closes it
+            current = ancestor
+        return False
+
+
+def _block(suite: cst.BaseSuite) -> list[cst.CSTNode]:
+    if isinstance(suite, cst.IndentedBlock):
+        return list(suite.body)
+    return list(suite.body)
+
+
+def _own(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """``node`` and its descendants in the same scope."""
+    yield node
+    if isinstance(node, SCOPE_NODES):
+        return
+    yield from walk_scope(node)
+
+
+def is_write_statement(expr: cst.BaseExpression, resolver: Resolver, scope: Scope, depth: int = 0) -> bool:
+    """A Core DML statement: ``insert(T)...``, ``update(T).where(...)``, ``table.delete()``,
+    ``text("UPDATE ...")``, or a local name assigned one."""
+    expr = strip_await(expr)
+    if isinstance(expr, cst.Name) and depth < 3:
+        for value in scope.assigned.get(expr.value, ()):
+            if is_write_statement(value, resolver, scope, depth + 1):
+                return True
+        return False
+    root = expr
+    while isinstance(root, cst.Call) and isinstance(root.func, cst.Attribute):
+        if root.func.attr.value in _DML and not isinstance(root.func.value, cst.Call):
+            return True  # ``table.insert()``, ``Model.__table__.update()``
+        root = root.func.value
+    if not isinstance(root, cst.Call):
+        return False
+    qname = resolver.qualify(root.func, scope) or ""
+    last = qname.rsplit(".", 1)[-1]
+    if qname.startswith("sqlalchemy") and last in _DML:
+        return True
+    if qname.startswith("sqlalchemy") and last == "text" and root.args:
+        literal = root.args[0].value
+        if isinstance(literal, cst.SimpleString):
+            text = literal.evaluated_value
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "replace")
+            return text.lstrip().lower().startswith(_DML_PREFIXES)
+    return False
+
+
+# -- SES201: handlers that swallow a database error ------------------------------------
+
+
+def _begin_item(item: cst.WithItem, key: str) -> bool:
+    """``<key>.begin()`` / ``<key>.begin_nested()`` as a with item."""
+    expr = strip_await(item.item)
+    return (
+        isinstance(expr, cst.Call)
+        and isinstance(expr.func, cst.Attribute)
+        and expr.func.attr.value in ("begin", "begin_nested")
+        and dotted(expr.func.value) == key
+    )
+
+
+def _inside_transaction_block(node: cst.CSTNode, key: str, tx: TxAnalyzer, fn: cst.FunctionDef, stop: cst.CSTNode | None = None) -> bool:
+    """Whether ``node`` sits in ``with <key>.begin():``/``begin_nested()`` (or in the
+    ``with Factory.begin() as <key>:`` that binds it), below ``stop`` if given."""
+    for ancestor in tx.ancestors(node, fn):
+        if ancestor is stop:
+            return False
+        if isinstance(ancestor, cst.With):
+            for item in ancestor.items:
+                if _begin_item(item, key):
+                    return True
+                if (
+                    item.asname is not None
+                    and isinstance(item.asname.name, cst.Name)
+                    and item.asname.name.value == key
+                    and tx.creates_session(item.item, tx.function(fn).scope) is not None
+                    and (tx.creates_session(item.item, tx.function(fn).scope) or Kind("")).api == "begin"
+                ):
+                    return True
+    return False
+
+
+def swallowing_handlers(tx: TxAnalyzer, fn: cst.FunctionDef) -> Iterator[tuple[cst.ExceptHandler | cst.ExceptStarHandler, SessionRef]]:
+    """``except`` clauses (of ``try`` statements in ``fn``'s own body) that catch a
+    database error raised by session work in their ``try``, and on some path neither
+    roll back nor re-raise while that session lives on."""
+    scope = tx.function(fn).scope
+    for node in walk_scope(fn.body):
+        if not isinstance(node, (cst.Try, cst.TryStar)):
+            continue
+        refs: dict[str, SessionRef] = {}
+        for call in tx.session_calls(node.body, fn):
+            if call.method not in WORK_METHODS or call.ref.key in refs:
+                continue
+            if _inside_transaction_block(call.call, call.ref.key, tx, fn, stop=node):
+                continue  # the savepoint/transaction block rolls back on the way out
+            refs[call.ref.key] = call.ref
+        if not refs:
+            continue
+        if node.finalbody is not None and tx.resets(node.finalbody, fn):
+            continue
+        for handler in node.handlers:
+            if not tx.catches_db_errors(handler, scope):
+                continue
+            modes = tx.exits(_block(handler.body), fn) - {RAISE, RESET}
+            if not modes:
+                continue
+            for ref in refs.values():
+                if ref.binding and all(tx.is_within(b, node, fn) for b in ref.binding):
+                    continue  # created inside the try: it does not outlive it
+                if _inside_transaction_block(node, ref.key, tx, fn):
+                    continue
+                if ref.long_lived or tx.used_after(node, modes, ref, fn):
+                    yield handler, ref
+                    break
+
+
+# -- SES202: session blocks that write and never commit --------------------------------
+
+
+def _names_escape(tx: TxAnalyzer, body: cst.CSTNode, key: str, fn: cst.FunctionDef) -> bool:
+    """The session is referenced other than through its methods: passed to a call,
+    returned, yielded, stored, aliased (someone else may commit it)."""
+    for sub in _own(body):
+        if isinstance(sub, cst.Name) and sub.value == key:
+            parent = tx.parent(sub, fn)
+            if isinstance(parent, cst.Attribute) and parent.value is sub:
+                continue
+            if isinstance(parent, (cst.AsName, cst.AssignTarget)):
+                continue  # the binding itself
+            return True
+    return False
+
+
+def _session_block_facts(tx: TxAnalyzer, body: cst.CSTNode, key: str, fn: cst.FunctionDef) -> tuple[bool, bool]:
+    """(writes, commits or rolls back on purpose) for session ``key`` in ``body``."""
+    writes = settles = False
+    scope = tx.function(fn).scope
+    for sub in _own(body):
+        if isinstance(sub, cst.Attribute) and dotted(sub.value) == key:
+            if sub.attr.value in ("commit", "begin", "rollback"):
+                settles = True
+        if isinstance(sub, cst.Call) and isinstance(sub.func, cst.Attribute) and dotted(sub.func.value) == key:
+            method = sub.func.attr.value
+            if method in WRITE_METHODS:
+                writes = True
+            elif method == "execute" and sub.args and is_write_statement(sub.args[0].value, tx.resolver, scope):
+                writes = True
+    return writes, settles
+
+
+def _joins_external_transaction(tx: TxAnalyzer, call: cst.Call, scope: Scope) -> bool:
+    """``Session(bind=connection)`` / ``join_transaction_mode=...``: the caller owns the
+    transaction (the test-suite pattern), so not committing is the point."""
+    for arg in call.args:
+        keyword = arg.keyword.value if arg.keyword is not None else None
+        if keyword in ("join_transaction_mode", "autocommit"):
+            return True
+        if keyword is None or keyword in ("bind", "binds"):
+            # Bound to anything but a known engine: it may be a caller's connection.
+            kind = tx.resolver.kind(arg.value, scope)
+            if kind is None or kind.tag != "engine":
+                return True
+    return False
+
+
+def uncommitted_blocks(tx: TxAnalyzer, fn: cst.FunctionDef, flow_sites: Iterable[tuple[cst.Call, str]]) -> Iterator[tuple[cst.CSTNode, str]]:
+    """(node to report, session name) for ``with Factory() as s:`` blocks, and for
+    sessions created and closed in ``fn`` (``flow_sites``: (creating call, name) of
+    each), that write and never commit."""
+    facts = tx.function(fn)
+    scope = facts.scope
+    for node in walk_scope(fn.body):
+        if not isinstance(node, cst.With):
+            continue
+        for item in node.items:
+            if item.asname is None or not isinstance(item.asname.name, cst.Name):
+                continue
+            key = item.asname.name.value
+            kind = tx.creates_session(item.item, scope)
+            call = strip_await(item.item)
+            if kind is None or kind.scoped or kind.api == "begin" or not isinstance(call, cst.Call):
+                continue
+            if any(_begin_item(other, key) for other in node.items):
+                continue
+            if _joins_external_transaction(tx, call, scope):
+                continue
+            writes, settles = _session_block_facts(tx, node.body, key, fn)
+            if writes and not settles and not _names_escape(tx, node.body, key, fn):
+                yield node, key
+    for call, name in flow_sites:
+        bindings = list(tx._bindings(facts, name))
+        if len(bindings) != 1 or name in facts.with_sessions or name in scope.params:
+            continue
+        if _joins_external_transaction(tx, call, scope):
+            continue
+        writes, settles = _session_block_facts(tx, fn.body, name, fn)
+        if writes and not settles and not _names_escape(tx, fn.body, name, fn):
+            yield call, name
