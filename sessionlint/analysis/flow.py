@@ -248,6 +248,7 @@ class FlowAnalyzer:
     def _exec_suite(self, suite: cst.BaseSuite, paths: Paths) -> Outcome:
         if isinstance(suite, cst.IndentedBlock):
             return self._exec_block(suite.body, paths)
+        assert isinstance(suite, cst.SimpleStatementSuite)
         return self._exec_simple(suite.body, paths)
 
     def _exec_block(self, statements: Iterable[cst.BaseStatement | cst.BaseSmallStatement], paths: Paths) -> Outcome:
@@ -932,11 +933,8 @@ def _carried_names(expr: cst.BaseExpression | None, resolver: Resolver, scope: S
         for element in expr.elements:
             out.extend(_carried_names(element.value, resolver, scope))
     elif isinstance(expr, cst.Dict):
-        for element in expr.elements:
-            if isinstance(element, cst.DictElement):
-                out.extend(_carried_names(element.value, resolver, scope))
-            else:
-                out.extend(_carried_names(element.value, resolver, scope))
+        for entry in expr.elements:  # DictElement or StarredDictElement: both have .value
+            out.extend(_carried_names(entry.value, resolver, scope))
     elif isinstance(expr, cst.Call) and _is_constructor(expr.func):
         for arg in expr.args:
             out.extend(_carried_names(arg.value, resolver, scope))
