@@ -217,6 +217,7 @@ class ProjectIndex:
         if self._removed is not None:
             return self._removed
         found: set[str] = set()
+        helpers: set[bytes] = set()  # names of project functions that remove a parameter
         for path in list(self._files):
             if b"remove" not in self._file_bytes(path):
                 continue
@@ -225,6 +226,12 @@ class ProjectIndex:
                 kind = self.kind_of(qname)
                 if kind is not None and kind.tag == "registry" and kind.origin:
                     found.add(kind.origin)
+            helpers.update(name.encode() for name, summary in facts.functions.items() if summary.removes)
+        for path in list(self._files) if helpers else ():
+            data = self._file_bytes(path)
+            if not any(helper in data for helper in helpers):
+                continue
+            facts = self.facts_for_path(path)
             for arg, callee, where in facts.passed:
                 callee_kind = self.kind_of(callee)
                 summary = callee_kind.function if callee_kind is not None else None

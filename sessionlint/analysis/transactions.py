@@ -291,6 +291,13 @@ class TxAnalyzer:
                 return True
         return False
 
+    def catches_everything(self, handler: cst.ExceptHandler | cst.ExceptStarHandler) -> bool:
+        """Bare ``except``, ``Exception`` or ``BaseException``."""
+        if handler.type is None:
+            return True
+        types = [e.value for e in handler.type.elements] if isinstance(handler.type, cst.Tuple) else [handler.type]
+        return any(dotted(t) in ("Exception", "BaseException", "builtins.Exception") for t in types)
+
     def exits(self, statements: Iterable[cst.CSTNode], fn: cst.FunctionDef) -> set[str]:
         """How control can leave a block: ``normal``, ``continue``, ``break``, ``return``,
         ``raise``, or ``reset`` (a rollback/close ran first, so the rest does not matter)."""

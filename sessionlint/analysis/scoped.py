@@ -1,0 +1,224 @@
+"""``scoped_session`` facts: the registries a module defines, whether their ``remove()``
+is reached when something raises, and uses of thread-local registries.
+
+The project-wide half ("is ``.remove()`` called on this registry anywhere?") lives in
+:meth:`ProjectIndex.removed_registries`, which scans every project module.
+Facts, no policy: the SES3xx rules decide what to report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import libcst as cst
+
+from sessionlint.analysis.kinds import Kind
+from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await
+from sessionlint.analysis.sqla import CLOSE_METHODS, ROLLBACK_METHODS
+from sessionlint.analysis.transactions import TxAnalyzer
+from sessionlint.analysis.walk import SCOPE_NODES, children, walk_scope
+
+_LOG_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
+_QUIET_CALLS = frozenset({"print"})
+# Uses of a registry that are not "work in this task's session".
+_REGISTRY_HOUSEKEEPING = frozenset({"remove", "configure", "query_property", "registry", "session_factory"})
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryDef:
+    """``name = scoped_session(...)`` at module level."""
+
+    name: str
+    call: cst.Call
+    kind: Kind
+
+
+def module_registries(resolver: Resolver) -> Iterator[RegistryDef]:
+    """Registries assigned to a name at module level (also inside if/try/with blocks)."""
+    scope = resolver.scope(resolver.module)
+    for statement in _top_level(resolver.module.body):
+        if not isinstance(statement, cst.SimpleStatementLine):
+            continue
+        for small in statement.body:
+            if isinstance(small, cst.Assign) and len(small.targets) == 1:
+                target: cst.BaseExpression = small.targets[0].target
+                value: cst.BaseExpression | None = small.value
+            elif isinstance(small, cst.AnnAssign):
+                target, value = small.target, small.value
+            else:
+                continue
+            if not isinstance(target, cst.Name) or not isinstance(value, cst.Call):
+                continue
+            made = resolver.call_result_kind(value, scope)
+            if made is None or made.tag != "registry":
+                continue
+            named = resolver.index.kind_of(f"{resolver.facts.name}.{target.value}")
+            yield RegistryDef(target.value, value, named if named is not None and named.tag == "registry" else made)
+
+
+def _top_level(body: Sequence[cst.BaseStatement]) -> Iterator[cst.BaseStatement]:
+    for node in body:
+        yield node
+        if isinstance(node, cst.If):
+            yield from _top_level(_suite(node.body))
+            orelse = node.orelse
+            while isinstance(orelse, cst.If):
+                yield from _top_level(_suite(orelse.body))
+                orelse = orelse.orelse
+            if isinstance(orelse, cst.Else):
+                yield from _top_level(_suite(orelse.body))
+        elif isinstance(node, (cst.Try, cst.TryStar)):
+            yield from _top_level(_suite(node.body))
+            for handler in node.handlers:
+                yield from _top_level(_suite(handler.body))
+            if node.orelse is not None:
+                yield from _top_level(_suite(node.orelse.body))
+            if node.finalbody is not None:
+                yield from _top_level(_suite(node.finalbody.body))
+        elif isinstance(node, cst.With):
+            yield from _top_level(_suite(node.body))
+
+
+def _suite(suite: cst.BaseSuite) -> list[cst.BaseStatement]:
+    if isinstance(suite, cst.IndentedBlock):
+        return list(suite.body)
+    assert isinstance(suite, cst.SimpleStatementSuite)
+    return [cst.SimpleStatementLine(body=suite.body)]
+
+
+def is_thread_local(kind: Kind | None) -> bool:
+    """A ``scoped_session`` registry keyed by thread (no ``scopefunc``)."""
+    return kind is not None and kind.tag == "registry" and not kind.is_async and not kind.scopefunc
+
+
+# -- SES302 ----------------------------------------------------------------------------
+
+
+def registry_calls(tx: TxAnalyzer, fn: cst.FunctionDef, method: str) -> Iterator[tuple[cst.Call, str]]:
+    """``<registry>.<method>(...)`` calls in ``fn``'s own body: (call, registry spelling)."""
+    scope = tx.function(fn).scope
+    for sub in walk_scope(fn.body):
+        if isinstance(sub, cst.Call) and isinstance(sub.func, cst.Attribute) and sub.func.attr.value == method:
+            kind = tx.resolver.kind(sub.func.value, scope)
+            key = dotted(sub.func.value)
+            if kind is not None and kind.tag == "registry" and key is not None:
+                yield sub, key
+
+
+def remove_guaranteed(tx: TxAnalyzer, call: cst.Call, key: str, fn: cst.FunctionDef) -> bool:
+    """Whether the ``remove()`` call runs even when something before it raises: it is
+    in a ``finally``, in an ``except`` (the error path itself), or nothing before it in
+    the function may raise (a teardown hook), or what may raise is caught by an
+    ``except`` that removes too."""
+    unguarded = False
+    current: cst.CSTNode = call
+    for ancestor in tx.ancestors(call, fn):
+        if isinstance(ancestor, cst.Finally):
+            return True
+        if isinstance(ancestor, (cst.ExceptHandler, cst.ExceptStarHandler)):
+            return True
+        if isinstance(ancestor, (cst.IndentedBlock, cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+            for sibling in ancestor.body:
+                if sibling is current:
+                    break
+                if _may_raise(tx, sibling, key, fn):
+                    unguarded = True
+        elif isinstance(ancestor, cst.If) and current is not ancestor.test:
+            unguarded = unguarded or _may_raise(tx, ancestor.test, key, fn)
+        elif isinstance(ancestor, cst.While) and current is not ancestor.test:
+            unguarded = unguarded or _may_raise(tx, ancestor.test, key, fn)
+        elif isinstance(ancestor, cst.For) and current is not ancestor.iter:
+            unguarded = unguarded or _may_raise(tx, ancestor.iter, key, fn)
+        elif isinstance(ancestor, cst.With) and current is ancestor.body:
+            unguarded = unguarded or any(_may_raise(tx, item.item, key, fn) for item in ancestor.items)
+        elif isinstance(ancestor, (cst.Try, cst.TryStar)):
+            covered = _handlers_remove(tx, ancestor, key, fn)
+            if current is ancestor.body and covered:
+                unguarded = False
+            elif ancestor.orelse is not None and current is ancestor.orelse:
+                if _may_raise(tx, ancestor.body, key, fn) and not covered:
+                    unguarded = True
+                elif covered:
+                    unguarded = False
+        current = ancestor
+    return not unguarded
+
+
+def _handlers_remove(tx: TxAnalyzer, node: cst.Try | cst.TryStar, key: str, fn: cst.FunctionDef) -> bool:
+    """A catch-all ``except`` of this ``try`` removes the registry too."""
+    for handler in node.handlers:
+        if not tx.catches_everything(handler):
+            continue
+        for sub in walk_scope(handler.body):
+            if (
+                isinstance(sub, cst.Attribute)
+                and sub.attr.value == "remove"
+                and dotted(sub.value) == key
+            ):
+                return True
+    return False
+
+
+def _may_raise(tx: TxAnalyzer, node: cst.CSTNode, key: str, fn: cst.FunctionDef) -> bool:
+    """Whether evaluating ``node`` may raise: a call (other than cleanup calls, logging
+    and ``print``), ``raise``, ``assert``, or a ``try`` whose catch-all handlers do not
+    let anything out."""
+    if isinstance(node, (cst.Try, cst.TryStar)) and any(tx.catches_everything(h) for h in node.handlers):
+        parts: list[cst.CSTNode] = [h.body for h in node.handlers]
+        if node.orelse is not None:
+            parts.append(node.orelse.body)
+        if node.finalbody is not None:
+            parts.append(node.finalbody.body)
+        return any(_may_raise(tx, part, key, fn) for part in parts)
+    stack: list[cst.CSTNode] = [node]
+    while stack:
+        sub = stack.pop()
+        if isinstance(sub, SCOPE_NODES) and sub is not node:
+            continue
+        if isinstance(sub, (cst.Raise, cst.Assert)):
+            return True
+        if isinstance(sub, (cst.Try, cst.TryStar)) and sub is not node:
+            if _may_raise(tx, sub, key, fn):
+                return True
+            continue
+        if isinstance(sub, cst.Call) and not _quiet_call(sub):
+            return True
+        stack.extend(children(sub))
+    return False
+
+
+def _quiet_call(call: cst.Call) -> bool:
+    """Calls assumed not to raise: cleanup (``close``/``rollback``/``remove``), logging,
+    ``print``."""
+    func = strip_await(call.func)
+    if isinstance(func, cst.Attribute):
+        if func.attr.value in CLOSE_METHODS | ROLLBACK_METHODS | {"remove"} | _LOG_METHODS:
+            return True
+        return False
+    return isinstance(func, cst.Name) and func.value in _QUIET_CALLS
+
+
+# -- SES303 ----------------------------------------------------------------------------
+
+
+def thread_local_uses(resolver: Resolver, fn: cst.FunctionDef) -> Iterator[tuple[cst.BaseExpression, str]]:
+    """First use of each thread-local registry in ``fn``'s own body: calling it, or an
+    attribute of it (``db_session.get(...)``), other than ``remove()``/``configure()``.
+    Passing the registry on (``to_thread(work, db_session)``) is not a use here."""
+    scope: Scope = resolver.scope(fn)
+    seen: set[str] = set()
+    for sub in walk_scope(fn.body):
+        target: cst.BaseExpression | None = None
+        if isinstance(sub, cst.Attribute) and sub.attr.value not in _REGISTRY_HOUSEKEEPING:
+            target = sub.value
+        elif isinstance(sub, cst.Call):
+            target = sub.func
+        if target is None or not isinstance(target, (cst.Name, cst.Attribute)):
+            continue
+        key = dotted(target)
+        if key is None or key in seen:
+            continue
+        if is_thread_local(resolver.kind(target, scope)):
+            seen.add(key)
+            yield target, key
