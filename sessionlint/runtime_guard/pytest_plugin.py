@@ -263,15 +263,22 @@ class GuardPlugin:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
+        error: str | None = None
         if self.tracker is not None:
             try:
                 max_tx, allow = marker_settings(item, self.options)
             except GuardConfigError as exc:
-                pytest.fail(f"sessionguard: {exc}", pytrace=False)
+                error = f"sessionguard: {exc}"
+                max_tx, allow = self.options.max_transaction, self.options.allow
             item.stash[_TEST_SCOPE] = self.tracker.begin_scope(
                 item.nodeid, max_transaction=max_tx, allow=allow, kind="function"
             )
-        return (yield)
+        result = yield
+        if error is not None:
+            # Failing after `yield`: other plugins' setup wrappers have run, so
+            # their teardown finds what they expect.
+            pytest.fail(error, pytrace=False)
+        return result
 
     # -- 4. long-lived fixtures -----------------------------------------------------
 
