@@ -14,7 +14,7 @@ from typing import TypeVar
 import libcst as cst
 
 from sessionlint.analysis.scope import ScopeNode
-from sessionlint.analysis.walk import children
+from sessionlint.analysis.walk import children, walk_scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +119,40 @@ def positional_args(call: cst.Call) -> list[cst.Arg]:
 
 def has_star(call: cst.Call, star: str) -> bool:
     return any(arg.star == star for arg in call.args)
+
+
+def is_read(index: CallIndex, node: cst.Name) -> bool:
+    """Whether a Name node reads a variable (not an attribute, keyword or binding)."""
+    parent = index.parent_of(node)
+    if isinstance(parent, cst.Attribute):
+        return parent.value is node
+    if isinstance(parent, cst.Arg):
+        return parent.value is node
+    if isinstance(parent, (cst.AssignTarget, cst.AsName, cst.Param, cst.NameItem, cst.ImportAlias)):
+        return False
+    if isinstance(parent, (cst.FunctionDef, cst.ClassDef)) and parent.name is node:
+        return False
+    if isinstance(parent, (cst.AnnAssign, cst.AugAssign)) and parent.target is node:
+        return False
+    if isinstance(parent, (cst.For, cst.CompFor)) and parent.target is node:
+        return False
+    return True
+
+
+def module_assignments(module: cst.Module) -> dict[str, list[cst.BaseExpression]]:
+    """Values assigned to each module-level name (top level and if/try/with blocks)."""
+    return per_module(module, "assignments", lambda: _module_assignments(module))
+
+
+def _module_assignments(module: cst.Module) -> dict[str, list[cst.BaseExpression]]:
+    out: dict[str, list[cst.BaseExpression]] = {}
+    for node in walk_scope(module):
+        if isinstance(node, cst.Assign):
+            for target in node.targets:
+                if isinstance(target.target, cst.Name):
+                    out.setdefault(target.target.value, []).append(node.value)
+        elif isinstance(node, cst.AnnAssign) and isinstance(node.target, cst.Name) and node.value is not None:
+            out.setdefault(node.target.value, []).append(node.value)
+        elif isinstance(node, cst.AugAssign) and isinstance(node.target, cst.Name):
+            out.setdefault(node.target.value, []).append(node.value)
+    return out

@@ -15,9 +15,18 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from sessionlint.analysis.calls import CallIndex, call_index, has_star, keyword_args, per_module, positional_args
+from sessionlint.analysis.calls import (
+    CallIndex,
+    call_index,
+    has_star,
+    is_read,
+    keyword_args,
+    module_assignments,
+    per_module,
+    positional_args,
+)
 from sessionlint.analysis.scope import Resolver, Scope, ScopeNode, strip_await
-from sessionlint.analysis.walk import SCOPE_NODES, children, walk_scope
+from sessionlint.analysis.walk import SCOPE_NODES, children
 
 ENGINE_APIS = frozenset({"create_engine", "create_async_engine"})
 MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
@@ -102,7 +111,7 @@ def _facts(resolver: Resolver) -> EngineFacts:
 
 def _collect(resolver: Resolver) -> Iterator[EngineCall]:
     index = call_index(resolver.module)
-    module_values = _module_assignments(resolver.module)
+    module_values = module_assignments(resolver.module)
     for scoped in index.calls:
         call = scoped.call
         scope = resolver.scope(scoped.scope)
@@ -152,20 +161,6 @@ def _dotted(expr: cst.BaseExpression) -> str | None:
 
 
 # -- URLs ------------------------------------------------------------------------------
-
-
-def _module_assignments(module: cst.Module) -> dict[str, list[cst.BaseExpression]]:
-    out: dict[str, list[cst.BaseExpression]] = {}
-    for node in walk_scope(module):
-        if isinstance(node, cst.Assign):
-            for target in node.targets:
-                if isinstance(target.target, cst.Name):
-                    out.setdefault(target.target.value, []).append(node.value)
-        elif isinstance(node, cst.AnnAssign) and isinstance(node.target, cst.Name) and node.value is not None:
-            out.setdefault(node.target.value, []).append(node.value)
-        elif isinstance(node, cst.AugAssign) and isinstance(node.target, cst.Name):
-            out.setdefault(node.target.value, []).append(node.value)
-    return out
 
 
 def dialect_of_scheme(text: str) -> str | None:
@@ -381,26 +376,10 @@ class _FateFinder:
         stack: list[tuple[cst.CSTNode, bool]] = [(body, False)]
         while stack:
             node, nested = stack.pop()
-            if isinstance(node, cst.Name) and node.value == name and self._is_read(node):
+            if isinstance(node, cst.Name) and node.value == name and is_read(self.index, node):
                 yield node, nested
             for child in reversed(list(children(node))):
                 stack.append((child, nested or isinstance(node, SCOPE_NODES)))
-
-    def _is_read(self, node: cst.Name) -> bool:
-        parent = self.index.parent_of(node)
-        if isinstance(parent, cst.Attribute):
-            return parent.value is node
-        if isinstance(parent, cst.Arg):
-            return parent.value is node
-        if isinstance(parent, (cst.AssignTarget, cst.AsName, cst.Param, cst.NameItem, cst.ImportAlias)):
-            return False
-        if isinstance(parent, (cst.FunctionDef, cst.ClassDef)) and parent.name is node:
-            return False
-        if isinstance(parent, (cst.AnnAssign, cst.AugAssign)) and parent.target is node:
-            return False
-        if isinstance(parent, (cst.For, cst.CompFor)) and parent.target is node:
-            return False
-        return True
 
 
 def is_cached_function(resolver: Resolver, fn: cst.FunctionDef) -> bool:
