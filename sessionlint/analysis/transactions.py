@@ -21,7 +21,7 @@ from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import FunctionSummary
 from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await, target_names
 from sessionlint.analysis.sqla import CLOSE_METHODS, ROLLBACK_METHODS
-from sessionlint.analysis.walk import SCOPE_NODES, children, walk_scope
+from sessionlint.analysis.walk import SCOPE_NODES, children, walk, walk_scope
 
 # Session methods that talk to the database, so a database error can come out of them
 # (and leave the transaction needing a rollback). ``add``/``delete`` only stage changes;
@@ -72,8 +72,11 @@ class SessionRef:
 
     @property
     def long_lived(self) -> bool:
-        """Outlives the function: a registry, a scoped/module/attribute/caller's session."""
-        return self.where in ("param", "closure", "global", "self") or self.kind.tag == "registry" or self.kind.scoped
+        """Outlives the function and is reused by later work: a registry, a scoped,
+        module-level, ``self.`` or enclosing function's session. A parameter is not: the
+        caller (a FastAPI dependency, a test fixture) usually closes it once the
+        function returns, so only uses within the function count for it."""
+        return self.where in ("closure", "global", "self") or self.kind.tag == "registry" or self.kind.scoped
 
 
 @dataclass
@@ -546,8 +549,13 @@ def swallowing_handlers(tx: TxAnalyzer, fn: cst.FunctionDef) -> Iterator[tuple[c
 
 def _names_escape(tx: TxAnalyzer, body: cst.CSTNode, key: str, fn: cst.FunctionDef) -> bool:
     """The session is referenced other than through its methods: passed to a call,
-    returned, yielded, stored, aliased (someone else may commit it)."""
-    for sub in _own(body):
+    returned, yielded, stored, aliased, used by a nested function or lambda (someone
+    else may commit it)."""
+    for sub in walk(body):
+        if isinstance(sub, SCOPE_NODES) and sub is not body:
+            if any(isinstance(n, cst.Name) and n.value == key for n in walk(sub)):
+                return True
+            continue
         if isinstance(sub, cst.Name) and sub.value == key:
             parent = tx.parent(sub, fn)
             if isinstance(parent, cst.Attribute) and parent.value is sub:

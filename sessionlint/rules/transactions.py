@@ -15,7 +15,7 @@ class MissingRollback(Rule):
     its `try` (a flush, commit, execute or query) and neither rolls the session back
     nor re-raises, while the session lives on: a loop or later statements keep using
     it, or it outlives the function (a `scoped_session`, a module-level session, a
-    session on `self`, the caller's session passed in).
+    session on `self`).
 
     ## Why is this bad?
     After a failed flush the session refuses all work until it is rolled back
@@ -70,7 +70,8 @@ class MissingRollback(Rule):
     are considered: bare `except`, `Exception`, `sqlalchemy.exc` database errors and
     DB driver errors; `NoResultFound` and non-database exceptions are not. A local
     session counts as living on only when the code after the handler (or the next loop
-    iteration) uses it.
+    iteration) uses it; so does a session passed in as a parameter, since its owner
+    (a FastAPI dependency, a fixture) usually closes it when the function returns.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/faq/sessions.html#this-session-s-transaction-has-been-rolled-back-due-to-a-previous-exception-during-flush-or-similar
