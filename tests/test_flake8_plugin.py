@@ -258,3 +258,31 @@ def test_index_is_built_once_per_project_per_process(tmp_path: Path, monkeypatch
         flake8_plugin._reset()
     assert report.total_errors == 2
     assert len(calls) == 1
+
+
+CRASHING_FLAKE8 = """
+import sys
+from sessionlint.rules import lifecycle
+
+def boom(self, node):
+    raise RuntimeError("boom")
+
+lifecycle.CloseNotGuaranteed.visit_FunctionDef = boom
+from flake8.main.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_crashing_rule_is_reported_and_the_others_still_run(tmp_path: Path) -> None:
+    project = _cross_module_project(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHING_FLAKE8, "--isolated", "--select", "SES", "-j", "1", "app"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == ["app/views.py:12:15: SES101 session `session` is not closed on every path"]
+    assert "internal error in SES102 (close-not-guaranteed)" in proc.stderr and "boom" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
