@@ -150,6 +150,8 @@ class Plugin:
         project = _project_for(_settings_for(anchor))
         result = project.checker.check_source(source, filename, index_path=None if on_stdin else os.path.abspath(filename))
         for error in result.errors:
+            # flake8 has no --debug of ours: point at the CLI, which shows the traceback.
+            error = error.replace("rerun with --debug", f"run `sessionlint check --debug {filename}`")
             print(f"sessionlint: {error}", file=sys.stderr)
         for d in result.diagnostics:
             if d.code in _INPUT_ERRORS:
