@@ -95,6 +95,7 @@ class ThreadFacts:
         self.ctx = ctx
         self.resolver: Resolver = ctx.resolver
         self.index: CallIndex = call_index(ctx.module)
+        self._with_tables: dict[int, dict[str, list[cst.BaseExpression]]] = {}
 
     # -- hand-off recognition ---------------------------------------------------------
 
@@ -216,16 +217,17 @@ class ThreadFacts:
                     return value.target
         return None
 
-    def _with_items(self, scope: Scope, name: str) -> Iterator[cst.BaseExpression]:
-        body: cst.CSTNode = scope.node.body if not isinstance(scope.node, cst.Module) else scope.node
-        for node in walk_scope(body):
-            if (
-                isinstance(node, cst.WithItem)
-                and node.asname is not None
-                and isinstance(node.asname.name, cst.Name)
-                and node.asname.name.value == name
-            ):
-                yield node.item
+    def _with_items(self, scope: Scope, name: str) -> list[cst.BaseExpression]:
+        """``x`` of every ``with x as name:`` in the scope (indexed once per scope)."""
+        table = self._with_tables.get(id(scope.node))
+        if table is None:
+            table = {}
+            body: cst.CSTNode = scope.node.body if not isinstance(scope.node, cst.Module) else scope.node
+            for node in walk_scope(body):
+                if isinstance(node, cst.WithItem) and node.asname is not None and isinstance(node.asname.name, cst.Name):
+                    table.setdefault(node.asname.name.value, []).append(node.item)
+            self._with_tables[id(scope.node)] = table
+        return table.get(name, [])
 
     def _owner(self, name: str, scope: Scope) -> Scope | None:
         """The function scope binding ``name`` as seen from ``scope`` (None: module)."""
@@ -366,14 +368,15 @@ class ThreadFacts:
             return kind.tag if kind is not None and kind.tag in ("session", "connection") else None
         if name in owner.imports:
             return None
-        if isinstance(owner.node, cst.FunctionDef):
+        kind = self.resolver.local_kind(owner, name)  # assignments, annotations
+        if kind is not None and kind.tag in ("session", "connection"):
+            return kind.tag
+        if isinstance(owner.node, cst.FunctionDef) and self._with_items(owner, name):
+            # ``with SessionLocal() as session:``: the flow analysis knows its sites.
             flow = self.ctx.flow(owner.node)
             for site in flow.sites:
                 if flow.names.get(site.index) == name:
                     return site.kind
-        kind = self.resolver.local_kind(owner, name)
-        if kind is not None and kind.tag in ("session", "connection"):
-            return kind.tag
         return None
 
 
