@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import sysconfig
 from types import CodeType, FrameType
 
 # A captured stack: code0, line0, code1, line1, ... innermost first.
@@ -40,6 +41,12 @@ _INTERNAL_PARTS: tuple[str, ...] = tuple(
     )
 )
 _GUARD_DIR = os.path.dirname(os.path.abspath(__file__)) + _SEP
+# Installed third-party packages and the standard library are not "your
+# frames" either: a finding should point at the application and its tests.
+_LIBRARY_PARTS = (f"{_SEP}site-packages{_SEP}", f"{_SEP}dist-packages{_SEP}")
+_STDLIB_DIRS: tuple[str, ...] = tuple(
+    {os.path.abspath(sysconfig.get_paths()[key]) + _SEP for key in ("stdlib", "platstdlib")}
+)
 _INTERNAL_FILES = frozenset({"threading.py", "runpy.py", "contextlib.py", "pytest", "py.test"})
 
 
@@ -76,13 +83,15 @@ def capture(skip: int = 1, limit: int = 64) -> RawStack:
 
 
 def is_internal(filename: str) -> bool:
-    """True for frames of SQLAlchemy, pytest, pluggy, drivers, asyncio or the guard."""
+    """True for frames of SQLAlchemy, pytest, pluggy, other installed packages, the stdlib or the guard."""
     if filename.startswith("<"):
         # SQLAlchemy compiles decorators and generated methods as "<string>".
         return True
     if filename.startswith(_GUARD_DIR):
         return True
     if os.path.basename(filename) in _INTERNAL_FILES:
+        return True
+    if filename.startswith(_STDLIB_DIRS) or any(part in filename for part in _LIBRARY_PARTS):
         return True
     return any(part in filename for part in _INTERNAL_PARTS)
 

@@ -324,7 +324,11 @@ class Tracker:
     def __init__(self, settings: GuardSettings | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings or GuardSettings()
         self._clock = clock
-        self._lock = threading.Lock()
+        # Re-entrant: the garbage collector can run a pool finalizer (and so
+        # our checkin listener) on this thread while we hold the lock. Shared
+        # dicts are iterated over `.copy()`, which does not allocate GC-tracked
+        # objects midway and so cannot be interrupted by such a finalizer.
+        self._lock = threading.RLock()
         self._tls = threading.local()
         self._seq = itertools.count()
         self._checkouts: dict[int, _Checkout] = {}
@@ -511,7 +515,7 @@ class Tracker:
                     state.reported = True
                 findings.append(self._registry_finding(scope, registry_ref, where, state))
             # 2. Sessions whose outermost transaction began here and is open.
-            for key, state in list(self._sessions.items()):
+            for key, state in self._sessions.copy().items():
                 if state.scope is not scope or state.reported:
                     continue
                 if state.session_ref() is None:
@@ -528,7 +532,7 @@ class Tracker:
                 findings.append(self._session_finding(scope, state, collected=False))
             # 3. Checkouts made here and still out (detached ones too).
             for table in (self._checkouts, self._detached):
-                for key, co in list(table.items()):
+                for key, co in table.copy().items():
                     if co.scope is not scope or co.reported:
                         continue
                     record = co.record_ref()
@@ -552,7 +556,7 @@ class Tracker:
                 findings.append(self._wait_finding(scope, wait))
             scope._waits.clear()
             # 5. Forget Core transactions of connections that were collected.
-            for key, tx in list(self._core.items()):
+            for key, tx in self._core.copy().items():
                 if tx.conn_ref() is None:
                     del self._core[key]
             for finding in findings:
@@ -848,7 +852,7 @@ class Tracker:
                 wait = scope._waits.get(id(pool))
                 if wait is None:
                     holders = tuple(
-                        (f"thread {co.thread!r}", co.stack) for co in self._checkouts.values() if co.pool is pool
+                        (f"thread {co.thread!r}", co.stack) for co in self._checkouts.copy().values() if co.pool is pool
                     )
                     max_overflow = getattr(pool, "_max_overflow", 0)
                     wait = _Wait(
@@ -1156,8 +1160,8 @@ class Tracker:
         """
         out: dict[tuple[int, int], tuple[weakref.ref[Any], Any, str]] = {}
         with self._lock:
-            entries = list(self._registries.values())
-        for ref, _stack in entries:
+            entries = self._registries.copy()
+        for ref, _stack in entries.values():
             registry = ref()
             if registry is None:
                 continue
@@ -1172,7 +1176,7 @@ class Tracker:
                             f"thread {threading.current_thread().name!r}",
                         )
                 elif isinstance(inner, ScopedRegistry):
-                    for scope_key, session_obj in list(inner.registry.items()):
+                    for scope_key, session_obj in inner.registry.copy().items():
                         out[(id(registry), id(session_obj))] = (ref, session_obj, f"scope key {scope_key!r}")
             except Exception as exc:  # noqa: BLE001
                 self._internal_error("scoped_session inspection", exc)
@@ -1251,7 +1255,7 @@ class Tracker:
     def outstanding(self) -> int:
         """Checkouts currently out (tracked), for tests and the benchmark."""
         with self._lock:
-            return sum(1 for co in self._checkouts.values() if co.record_ref() is not None)
+            return sum(1 for co in self._checkouts.copy().values() if co.record_ref() is not None)
 
     def check_server(self) -> list[Finding]:
         """SES902 from the server: transactions of this process still open.
@@ -1265,7 +1269,7 @@ class Tracker:
         """
         findings: list[Finding] = []
         with self._lock:
-            checkouts = [co for co in self._checkouts.values() if co.record_ref() is not None]
+            checkouts = [co for co in self._checkouts.copy().values() if co.record_ref() is not None]
         groups: dict[int, tuple[Any, dict[int, _Checkout]]] = {}
         for co in checkouts:
             pool = co.pool
