@@ -42,7 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", metavar="PYPROJECT", help="read [tool.sessionlint] from this file")
     check.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
-    sub.add_parser("rules", help="list every rule")
+    rules = sub.add_parser("rules", help="list every rule")
+    rules.add_argument(
+        "--format",
+        choices=("text", "table", "markdown"),
+        default="text",
+        help="text (default), a markdown table, or the full markdown rule reference",
+    )
     explain = sub.add_parser("explain", help="show a rule's documentation")
     explain.add_argument("code", metavar="CODE", help="a code (SES101) or name (session-not-closed)")
     return parser
@@ -54,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().print_help()
         return EXIT_ERROR
     if args.command == "rules":
-        return _rules()
+        return _rules(args.format)
     if args.command == "explain":
         return _explain(args.code)
     try:
@@ -70,9 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def _rules() -> int:
+def _rules(fmt: str = "text") -> int:
+    from sessionlint import docs
     from sessionlint.registry import all_codes
 
+    if fmt != "text":
+        sys.stdout.write(docs.rules_table() if fmt == "table" else docs.rules_markdown())
+        return EXIT_CLEAN
     for info in all_codes().values():
         print(f"{info.code}  {info.name:<32} {info.kind:<8} {info.summary}")
     return EXIT_CLEAN

@@ -61,8 +61,11 @@ class Rule:
 
     @classmethod
     def summary(cls) -> str:
-        what = cls.doc_sections().get("What it does", "")
-        return " ".join(what.split(".")[0].split()) + "." if what else cls.name
+        what = " ".join(cls.doc_sections().get("What it does", "").split())
+        if not what:
+            return cls.name
+        # The first sentence: a period followed by a space (not `engine.connect()`).
+        return re.split(r"(?<=\.)\s", what, maxsplit=1)[0]
 
 
 def _dedent(text: str) -> str:
