@@ -199,7 +199,17 @@ def pytest_configure(config: pytest.Config) -> None:
         from sessionlint.runtime_guard.settings import GuardSettings
         from sessionlint.runtime_guard.tracker import Tracker
 
-        tracker = Tracker(GuardSettings(max_transaction=options.max_transaction, allow=options.allow)).install()
+        tracker = Tracker(GuardSettings(max_transaction=options.max_transaction, allow=options.allow))
+        try:
+            from pluggy import _callers
+        except ImportError:  # pragma: no cover - pluggy moved its internals
+            pass
+        else:
+            multicall = getattr(_callers, "_multicall", None)
+            if multicall is not None:
+                # Frames above pluggy's hook caller are pytest's own.
+                tracker.stop_stacks_at(multicall)
+        tracker.install()
     config.pluginmanager.register(GuardPlugin(config, options, tracker, is_worker=is_worker), _PLUGIN_NAME)
 
 

@@ -38,7 +38,7 @@ class GuardSettings:
 
     max_transaction: float = DEFAULT_MAX_TRANSACTION
     allow: frozenset[str] = field(default_factory=frozenset)
-    stack_limit: int = 64
+    stack_limit: int = 48
     check_server: bool = True
 
 

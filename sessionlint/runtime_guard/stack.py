@@ -14,7 +14,7 @@ import sys
 import sysconfig
 from types import CodeType, FrameType
 
-# A captured stack: code0, line0, code1, line1, ... innermost first.
+# A captured stack: code0, lasti0, code1, lasti1, ... innermost first.
 RawStack = tuple[object, ...]
 
 EMPTY: RawStack = ()
@@ -50,36 +50,63 @@ _STDLIB_DIRS: tuple[str, ...] = tuple(
 _INTERNAL_FILES = frozenset({"threading.py", "runpy.py", "contextlib.py", "pytest", "py.test"})
 
 
-def capture(skip: int = 1, limit: int = 64) -> RawStack:
-    """Capture the calling stack as (code, lineno) pairs, innermost first.
+def capture(skip: int = 1, limit: int = 48, stop: frozenset[CodeType] = frozenset()) -> RawStack:
+    """Capture the calling stack as (code, instruction offset) pairs, innermost first.
 
-    `skip` frames are dropped (1 = the caller of `capture`). Under asyncio,
-    SQLAlchemy runs the sync pool code in a child greenlet whose frame chain
-    stops at the greenlet's entry; the user's coroutine frames live in the
-    parent greenlet, so we continue from `greenlet.getcurrent().parent.gr_frame`.
+    `skip` frames are dropped (1 = the caller of `capture`). The walk ends
+    after `limit` frames or at the first frame whose code is in `stop` (the
+    pytest plugin stops at pluggy's hook caller: everything above it is pytest
+    machinery). `f_lasti` is stored rather than `f_lineno`, which Python
+    computes from the line table on every access; lines are resolved when a
+    finding is formatted.
+
+    Under asyncio, SQLAlchemy runs the sync pool code in a child greenlet whose
+    frame chain stops at the greenlet's entry; the user's coroutine frames live
+    in the parent greenlet, so the walk continues at
+    `greenlet.getcurrent().parent.gr_frame`.
     """
     out: list[object] = []
+    append = out.append
     frame: FrameType | None
     try:
         frame = sys._getframe(skip + 1)
     except ValueError:
         return EMPTY
     n = 0
-    while frame is not None and n < limit:
-        out.append(frame.f_code)
-        out.append(frame.f_lineno)
+    while frame is not None:
+        code = frame.f_code
+        if code in stop:
+            return tuple(out)
+        append(code)
+        append(frame.f_lasti)
         frame = frame.f_back
         n += 1
+        if n >= limit:
+            return tuple(out)
     greenlet_mod = sys.modules.get("greenlet")
-    if greenlet_mod is not None and n < limit:
+    if greenlet_mod is not None:
         parent = getattr(greenlet_mod.getcurrent(), "parent", None)
         frame = getattr(parent, "gr_frame", None) if parent is not None else None
         while frame is not None and n < limit:
-            out.append(frame.f_code)
-            out.append(frame.f_lineno)
+            code = frame.f_code
+            if code in stop:
+                break
+            append(code)
+            append(frame.f_lasti)
             frame = frame.f_back
             n += 1
     return tuple(out)
+
+
+def _line_of(code: CodeType, lasti: int) -> int:
+    """The source line of instruction offset `lasti` in `code` (PEP 626 line table)."""
+    line = code.co_firstlineno
+    for start, end, lineno in code.co_lines():
+        if start <= lasti < end:
+            return lineno if lineno is not None else line
+        if lineno is not None:
+            line = lineno
+    return line
 
 
 def is_internal(filename: str) -> bool:
@@ -113,9 +140,10 @@ def format_stack(raw: RawStack, *, trim: bool = True, cwd: str | None = None) ->
     entries: list[tuple[str, str]] = []
     for i in range(0, len(raw) - 1, 2):
         code = raw[i]
-        lineno = raw[i + 1]
-        if not isinstance(code, CodeType):
+        lasti = raw[i + 1]
+        if not isinstance(code, CodeType) or not isinstance(lasti, int):
             continue
+        lineno = _line_of(code, lasti)
         entries.append((code.co_filename, f"{_display_path(code.co_filename, base)}:{lineno} in {code.co_name}"))
     if trim:
         kept = [text for filename, text in entries if not is_internal(filename)]

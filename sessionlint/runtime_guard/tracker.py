@@ -39,6 +39,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from types import CodeType
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -265,6 +266,13 @@ def _apply_patches() -> None:
     _saved["QueuePool.connect"] = QueuePool.__dict__.get("connect", _MISSING)
 
     def connect(pool: Any) -> Any:
+        # Fast path, the common case: overflow connections can still be made,
+        # so `QueuePool._do_get` cannot block.
+        try:
+            if pool._max_overflow < 0 or pool._overflow < pool._max_overflow:
+                return base_connect(pool)
+        except AttributeError:
+            return base_connect(pool)
         trackers = _ACTIVE[:]
         waiting = False
         for tracker in trackers:
@@ -344,7 +352,18 @@ class Tracker:
         self._active: list[Scope] = [self.root]
         self.errors: list[str] = []
         self.stats = Stats()
+        self._limit = self.settings.stack_limit
+        self._stop: frozenset[CodeType] = frozenset()
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
+
+    def stop_stacks_at(self, *functions: Callable[..., Any]) -> None:
+        """End captured stacks at these functions' frames (a framework's own machinery).
+
+        The pytest plugin passes pluggy's hook caller: frames above it are
+        pytest's, so the walk (and its cost) ends there.
+        """
+        codes = {getattr(fn, "__code__", None) for fn in functions}
+        self._stop = self._stop | frozenset(c for c in codes if isinstance(c, CodeType))
 
     # -- install / uninstall ------------------------------------------------
 
@@ -770,7 +789,7 @@ class Tracker:
                 thread.ident or 0,
                 thread.name,
                 self._clock(),
-                capture(1, self.settings.stack_limit),
+                capture(1, self._limit, self._stop),
                 self._active[-1],
             )
             with self._lock:
@@ -925,7 +944,7 @@ class Tracker:
             "SES906",
             message,
             self._active[-1].name,
-            capture(2, self.settings.stack_limit),
+            capture(2, self._limit, self._stop),
             thread=threading.current_thread().name,
             engine=info.url,
         )
@@ -944,7 +963,7 @@ class Tracker:
                 thread.name,
                 self._clock(),
                 next(self._seq),
-                capture(1, self.settings.stack_limit),
+                capture(1, self._limit, self._stop),
                 self._active[-1],
                 id(conn.engine.pool),
             )
@@ -1030,7 +1049,7 @@ class Tracker:
             "SES905",
             message,
             self._active[-1].name,
-            capture(2, self.settings.stack_limit),
+            capture(2, self._limit, self._stop),
             thread=thread,
             engine=self._engine_of(tx.pool_id),
             related=(("transaction begun", tx.stack),),
@@ -1061,7 +1080,7 @@ class Tracker:
                 thread.name,
                 self._clock(),
                 next(self._seq),
-                capture(1, self.settings.stack_limit),
+                capture(1, self._limit, self._stop),
                 self._active[-1],
             )
             with self._lock:

@@ -471,3 +471,26 @@ def test_no_records_lost_under_threads(tracker: Tracker, sqlite_url: str) -> Non
     assert tracker.stats.checkins == tracker.stats.checkouts
     assert tracker.outstanding() == 0
     assert scope.findings == []
+
+
+def test_gc_finalizer_while_the_guard_holds_its_lock(tracker: Tracker, sqlite_url: str) -> None:
+    """A pool finalizer run by the GC on a thread inside the guard must not deadlock."""
+    engine = make_engine(sqlite_url)
+    outcome: list[list[Finding]] = []
+
+    def scenario() -> None:
+        with tracker.scope("gc") as scope:
+            def forget() -> None:
+                conn = engine.connect()  # Connection <-> transaction cycle: freed only by the GC
+                conn.exec_driver_sql("SELECT 1")
+
+            forget()
+            with tracker._lock:  # as while the guard inspects registries or ends a scope
+                gc.collect()
+        outcome.append(scope.findings)
+
+    thread = threading.Thread(target=scenario, daemon=True)
+    thread.start()
+    thread.join(60)  # a hang guard, not a timing assertion
+    assert not thread.is_alive(), "deadlock: checkin listener blocked on the guard's own lock"
+    assert codes(outcome[0]) == ["SES901"]
