@@ -68,6 +68,8 @@ class EnginePerCall(Rule):
     that run once per process are not reported: those called at module level of
     their own module (`if __name__ == "__main__": main()`), CLI commands
     (`@click.command()`, `@app.cli.command()`) and pytest `test_*` functions.
+    Engines with `poolclass=NullPool` are not reported: they keep no connections
+    between uses, so abandoning one leaks nothing (building it still costs a little).
 
     ## References
     - https://docs.sqlalchemy.org/en/20/core/connections.html#basic-usage
@@ -89,6 +91,9 @@ class EnginePerCall(Rule):
             if engine.at_import or not isinstance(fn, cst.FunctionDef):
                 continue
             if is_cached_function(resolver, fn) or is_entry_point(resolver, fn):
+                continue
+            if engine.poolclass == "NullPool":
+                # A NullPool engine keeps no connections: abandoning it abandons no pool.
                 continue
             if engine_fate(resolver, engine) == ABANDONED:
                 self.report(engine.call, var=engine.var or f"{engine.api}(...)")
