@@ -149,9 +149,9 @@ def memory(engine: sa.Engine, total: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cycles", type=int, default=5000, help="checkout+checkin cycles per round (MariaDB: /2)")
-    parser.add_argument("--orm", type=int, default=500, help="ORM units of work per round")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--cycles", type=int, default=2000, help="checkout+checkin cycles per round (MariaDB: /2)")
+    parser.add_argument("--orm", type=int, default=150, help="ORM units of work per round")
+    parser.add_argument("--rounds", type=int, default=25, help="interleaved off/on rounds; the best of each side is kept")
     parser.add_argument("--memory-cycles", type=int, default=1_000_000)
     parser.add_argument("--mariadb-url", default=os.environ.get("SESSIONGUARD_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"))
     parser.add_argument("--skip-mariadb", action="store_true")

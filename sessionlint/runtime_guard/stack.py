@@ -50,13 +50,17 @@ _STDLIB_DIRS: tuple[str, ...] = tuple(
 _INTERNAL_FILES = frozenset({"threading.py", "runpy.py", "contextlib.py", "pytest", "py.test"})
 
 
-def capture(skip: int = 1, limit: int = 48, stop: frozenset[CodeType] = frozenset()) -> RawStack:
+def capture(
+    skip: int = 1, limit: int = 48, stop: frozenset[CodeType] = frozenset(), owned: frozenset[CodeType] = frozenset()
+) -> RawStack | None:
     """Capture the calling stack as (code, instruction offset) pairs, innermost first.
 
     `skip` frames are dropped (1 = the caller of `capture`). The walk ends
     after `limit` frames or at the first frame whose code is in `stop` (the
     pytest plugin stops at pluggy's hook caller: everything above it is pytest
-    machinery). `f_lasti` is stored rather than `f_lineno`, which Python
+    machinery). If a frame's code is in `owned`, the walk ends and None is
+    returned: the caller already holds a better stack for this event (a
+    Session acquiring its connection). `f_lasti` is stored rather than `f_lineno`, which Python
     computes from the line table on every access; lines are resolved when a
     finding is formatted.
 
@@ -77,6 +81,8 @@ def capture(skip: int = 1, limit: int = 48, stop: frozenset[CodeType] = frozense
         code = frame.f_code
         if code in stop:
             return tuple(out)
+        if code in owned:
+            return None
         append(code)
         append(frame.f_lasti)
         frame = frame.f_back

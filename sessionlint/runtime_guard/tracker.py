@@ -46,7 +46,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 from sqlalchemy.pool import Pool, QueuePool
 from sqlalchemy.util import ScopedRegistry, ThreadLocalRegistry
 
@@ -279,7 +279,7 @@ def _apply_patches() -> None:
             waiting = tracker._pool_full(pool) or waiting
         if not waiting:
             return base_connect(pool)
-        stack = capture(1)
+        stack = capture(1) or EMPTY
         start = time.monotonic()
         try:
             result = base_connect(pool)
@@ -301,7 +301,7 @@ def _apply_patches() -> None:
         def __init__(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
             __original(self, *args, **kwargs)
             for tracker in _ACTIVE[:]:
-                tracker._register_registry(self, capture(1))
+                tracker._register_registry(self, capture(1) or EMPTY)
 
         __init__.__wrapped__ = original  # type: ignore[attr-defined]
         cls.__init__ = __init__  # type: ignore[misc]
@@ -324,6 +324,26 @@ def patches_applied() -> bool:
     return "connect" in QueuePool.__dict__ or any(
         getattr(cls.__dict__.get("__init__"), "__wrapped__", None) is not None for cls in _registry_classes()
     )
+
+
+def _session_connection_codes() -> frozenset[CodeType]:
+    """Code objects of the ORM's "session acquires a connection" method.
+
+    A checkout or Core `begin` made inside it belongs to a Session, whose
+    transaction stack (captured at `after_transaction_create`) is reported
+    instead; recognising it stops the stack walk early, which keeps the ORM
+    cheap. If SQLAlchemy renames it, stacks are simply captured in full.
+    """
+    codes: set[CodeType] = set()
+    fn: Any = SessionTransaction.__dict__.get("_connection_for_bind")
+    for _ in range(5):
+        code = getattr(fn, "__code__", None)
+        if isinstance(code, CodeType):
+            codes.add(code)
+        fn = getattr(fn, "__wrapped__", None)
+        if fn is None:
+            break
+    return frozenset(codes)
 
 
 class Tracker:
@@ -354,6 +374,7 @@ class Tracker:
         self.stats = Stats()
         self._limit = self.settings.stack_limit
         self._stop: frozenset[CodeType] = frozenset()
+        self._owned = _session_connection_codes()
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
 
     def stop_stacks_at(self, *functions: Callable[..., Any]) -> None:
@@ -789,7 +810,9 @@ class Tracker:
                 thread.ident or 0,
                 thread.name,
                 self._clock(),
-                capture(1, self._limit, self._stop),
+                # None inside a Session's connection acquisition: after_begin
+                # gives this checkout the session's stack.
+                capture(1, self._limit, self._stop, self._owned) or EMPTY,
                 self._active[-1],
             )
             with self._lock:
@@ -944,7 +967,7 @@ class Tracker:
             "SES906",
             message,
             self._active[-1].name,
-            capture(2, self._limit, self._stop),
+            capture(2, self._limit, self._stop) or EMPTY,
             thread=threading.current_thread().name,
             engine=info.url,
         )
@@ -963,7 +986,7 @@ class Tracker:
                 thread.name,
                 self._clock(),
                 next(self._seq),
-                capture(1, self._limit, self._stop),
+                capture(1, self._limit, self._stop, self._owned) or EMPTY,
                 self._active[-1],
                 id(conn.engine.pool),
             )
@@ -1049,7 +1072,7 @@ class Tracker:
             "SES905",
             message,
             self._active[-1].name,
-            capture(2, self._limit, self._stop),
+            capture(2, self._limit, self._stop) or EMPTY,
             thread=thread,
             engine=self._engine_of(tx.pool_id),
             related=(("transaction begun", tx.stack),),
@@ -1080,7 +1103,7 @@ class Tracker:
                 thread.name,
                 self._clock(),
                 next(self._seq),
-                capture(1, self._limit, self._stop),
+                capture(1, self._limit, self._stop) or EMPTY,
                 self._active[-1],
             )
             with self._lock:
@@ -1108,6 +1131,9 @@ class Tracker:
                 if record is not None:
                     state.records.add(id(record))
                     self._record_session[id(record)] = key
+                    co = self._checkouts.get(id(record))
+                    if co is not None and not co.stack:
+                        co.stack = state.stack
                 state.pool_id = id(connection.engine.pool)
                 tx = self._core.get(id(connection))
                 # The Core transaction belongs to the session only if it began
@@ -1115,6 +1141,8 @@ class Tracker:
                 # external connection joined by the session keeps its own.
                 if tx is not None and tx.conn_ref() is connection and tx.seq > state.seq:
                     tx.session_owned = True
+                    if not tx.stack:
+                        tx.stack = state.stack
         except Exception as exc:  # noqa: BLE001
             self._internal_error("after_begin", exc)
 
