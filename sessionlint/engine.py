@@ -21,6 +21,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from sessionlint import registry
 from sessionlint.analysis.context import FileContext
 from sessionlint.analysis.project import ProjectIndex
+from sessionlint.analysis.relevance import Relevance
 from sessionlint.analysis.walk import children
 from sessionlint.config import Settings
 from sessionlint.diagnostics import Diagnostic
@@ -72,6 +73,16 @@ def decode_source(data: bytes) -> str:
         ) from exc
 
 
+def _ast_syntax_error(source: str) -> tuple[int, int, str] | None:
+    try:
+        ast.parse(source)
+    except SyntaxError as exc:
+        return exc.lineno or 1, exc.offset or 1, exc.msg
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
+        return 1, 1, str(exc) or type(exc).__name__
+    return None
+
+
 def syntax_error(source: str, error: cst.ParserSyntaxError) -> tuple[int, int, str]:
     """Line, column (1-based) and message for a file that does not parse."""
     try:
@@ -94,9 +105,12 @@ class Checker:
         index: ProjectIndex,
         rules: Sequence[type[Rule]] | None = None,
         debug: bool = False,
+        stage1: bool = True,
     ) -> None:
         self.settings = settings
         self.index = index
+        self.stage1 = stage1
+        self.relevance = Relevance(index)
         self.rules = list(rules) if rules is not None else registry.enabled_rules(settings.select, settings.ignore)
         self.debug = debug
         self.rule_info = registry.rules()
@@ -105,20 +119,42 @@ class Checker:
 
     def check_path(self, path: str) -> FileResult:
         try:
-            source = read_source(path)
+            with open(path, "rb") as fh:
+                data = fh.read()
+            source = decode_source(data)
+        except OSError as exc:
+            return FileResult(path, [self.input_error("SES002", path, 1, 1, exc.strerror or str(exc))])
         except SourceError as exc:
             return FileResult(path, [self.input_error("SES002", path, 1, 1, str(exc))])
-        return self.check_source(source, path)
+        return self.check_source(source, path, data=data)
 
-    def check_source(self, source: str, path: str, index_path: str | None = None) -> FileResult:
+    def check_source(
+        self, source: str, path: str, index_path: str | None = None, data: bytes | None = None
+    ) -> FileResult:
         """Check ``source`` as the contents of ``path`` (the display path).
 
-        ``index_path`` is where the file lives for cross-module resolution (defaults
-        to ``path``); its in-memory source replaces what is on disk.
+        ``index_path`` is where the file lives for cross-module resolution; when given,
+        this in-memory source replaces what is on disk (stdin, editors). ``data`` is
+        the file's raw bytes when they were read from disk.
         """
         result = FileResult(path)
+        real = index_path or path
+        if index_path is not None or data is None:
+            self.index.add_file(real, source)
+        else:
+            self.index.add_file(real)
+        stage2 = source
+        if self.stage1:
+            # Stage 1: only files, and top-level blocks, holding a candidate site go on.
+            plan = self.relevance.plan(os.path.abspath(real), data if data is not None else source.encode("utf-8", "surrogatepass"))
+            if not plan.relevant:
+                problem = _ast_syntax_error(source)
+                if problem is not None:
+                    result.diagnostics.append(self.input_error("SES001", path, *problem))
+                return result
+            stage2 = plan.reduce(source)
         try:
-            module = cst.parse_module(source)
+            module = cst.parse_module(stage2)
         except cst.ParserSyntaxError as exc:
             line, col, message = syntax_error(source, exc)
             result.diagnostics.append(self.input_error("SES001", path, line, col, message))
@@ -126,8 +162,6 @@ class Checker:
         except (RecursionError, MemoryError) as exc:
             result.diagnostics.append(self.input_error("SES001", path, 1, 1, type(exc).__name__))
             return result
-        real = index_path or path
-        self.index.add_file(real, source)
         reports = self._run_rules(module, real, result)
         if reports:
             result.diagnostics.extend(self._diagnostics(module, source, path, reports))

@@ -65,6 +65,12 @@ class ModuleFacts:
     # Calls anywhere in the module that pass a qualified name as an argument:
     # (argument, callee or None, position or keyword).
     passed: list[tuple[str, str | None, int | str]] = field(default_factory=list)
+    # Line ranges (first line with decorators, last line) of the module's top-level
+    # defs and classes: the units stage 1 keeps or blanks out.
+    blocks: list[tuple[int, int]] = field(default_factory=list)
+    # (line, column, message) when the module does not parse.
+    syntax_error: tuple[int, int, str] | None = None
+    scanned: bool = False  # removes/passed filled in (ProjectIndex.scanned_facts)
 
 
 def module_name_for(path: str, root: str) -> str:
@@ -100,6 +106,7 @@ class ProjectIndex:
         self._kinds: dict[str, Kind | None] = {}
         self._resolving: set[str] = set()
         self._files: dict[str, None] = {}
+        self._bytes: dict[str, bytes] = {}
         self._removed: frozenset[str] | None = None
         self.session_factories = tuple(session_factories)
         # Which module files each resolution touched: the result cache keys on these.
@@ -113,8 +120,10 @@ class ProjectIndex:
         """Register ``path`` (optionally with in-memory source); returns its module name."""
         apath = os.path.abspath(path)
         name = module_name_for(apath, self.root)
-        if source is not None:
+        if source is not None and self._sources.get(apath) != source:
+            # An in-memory version (stdin, an editor buffer) replaces the file on disk.
             self._sources[apath] = source
+            self._bytes.pop(apath, None)
             self._facts.pop(apath, None)
             self._kinds.clear()
             self._removed = None
@@ -188,9 +197,27 @@ class ProjectIndex:
                     tree = ast.parse(fh.read(), filename=path)
             else:
                 tree = ast.parse(source, filename=path)
-        except (OSError, SyntaxError, ValueError, RecursionError):
-            return ModuleFacts(path, name, parsed=False)
+        except SyntaxError as exc:
+            return ModuleFacts(path, name, parsed=False, syntax_error=(exc.lineno or 1, exc.offset or 1, exc.msg))
+        except (OSError, ValueError, RecursionError, MemoryError) as exc:
+            return ModuleFacts(path, name, parsed=False, syntax_error=(1, 1, str(exc) or type(exc).__name__))
         return _Summarizer(self, path, name).run(tree)
+
+    def scanned_facts(self, path: str) -> ModuleFacts:
+        """Facts with ``removes`` and ``passed`` filled in: a whole-module walk, done only
+        for the few files the project-wide questions below need (re-parsed on demand)."""
+        facts = self.facts_for_path(path)
+        if facts.parsed and not facts.scanned:
+            facts.scanned = True
+            try:
+                tree = ast.parse(self.file_bytes(path), filename=path)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                return facts
+            summarizer = _Summarizer(self, path, facts.name)
+            summarizer.facts = facts
+            summarizer.defined = {*facts.values, *facts.classes, *facts.functions}
+            _RemoveScanner(summarizer).scan(tree)
+        return facts
 
     # -- project-wide facts ---------------------------------------------------
 
@@ -198,15 +225,22 @@ class ProjectIndex:
         """Every registered project file (absolute paths)."""
         return list(self._files)
 
-    def _file_bytes(self, path: str) -> bytes:
+    def file_bytes(self, path: str) -> bytes:
+        """A project file's contents (cached: project-wide scans read every file)."""
+        data = self._bytes.get(path)
+        if data is not None:
+            return data
         source = self._sources.get(path)
         if source is not None:
-            return source.encode("utf-8", "surrogatepass")
-        try:
-            with open(path, "rb") as fh:
-                return fh.read()
-        except OSError:
-            return b""
+            data = source.encode("utf-8", "surrogatepass")
+        else:
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            except OSError:
+                data = b""
+        self._bytes[path] = data
+        return data
 
     def removed_registries(self) -> frozenset[str]:
         """Origins of the ``scoped_session`` registries whose ``.remove()`` is called (or
@@ -219,19 +253,19 @@ class ProjectIndex:
         found: set[str] = set()
         helpers: set[bytes] = set()  # names of project functions that remove a parameter
         for path in list(self._files):
-            if b"remove" not in self._file_bytes(path):
+            if b"remove" not in self.file_bytes(path):
                 continue
-            facts = self.facts_for_path(path)
+            facts = self.scanned_facts(path)
             for qname in facts.removes:
                 kind = self.kind_of(qname)
                 if kind is not None and kind.tag == "registry" and kind.origin:
                     found.add(kind.origin)
             helpers.update(name.encode() for name, summary in facts.functions.items() if summary.removes)
         for path in list(self._files) if helpers else ():
-            data = self._file_bytes(path)
+            data = self.file_bytes(path)
             if not any(helper in data for helper in helpers):
                 continue
-            facts = self.facts_for_path(path)
+            facts = self.scanned_facts(path)
             for arg, callee, where in facts.passed:
                 callee_kind = self.kind_of(callee)
                 summary = callee_kind.function if callee_kind is not None else None
@@ -252,9 +286,9 @@ class ProjectIndex:
         the project (a framework or library that may remove it), anywhere in the project."""
         attr = origin.rsplit(".", 1)[-1].encode()
         for path in list(self._files):
-            if attr not in self._file_bytes(path):
+            if attr not in self.file_bytes(path):
                 continue
-            facts = self.facts_for_path(path)
+            facts = self.scanned_facts(path)
             for arg, callee, _where in facts.passed:
                 if not arg.endswith(origin.rsplit(".", 1)[-1]):
                     continue
@@ -406,7 +440,10 @@ class _Summarizer:
                 self.defined.add(target)
         for node in body:
             self._define(node)
-        _RemoveScanner(self).scan(tree)
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                self.facts.blocks.append((first, node.end_lineno or node.lineno))
         return self.facts
 
     def _imports(self, node: ast.stmt) -> None:

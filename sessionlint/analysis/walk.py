@@ -22,6 +22,17 @@ _SKIP_FIELDS = frozenset(
     }
 )
 _FIELDS: dict[type[cst.CSTNode], tuple[str, ...]] = {}
+# LibCST node classes use ABCMeta, so isinstance() on them is slow; the walk only
+# needs "is this value a node?", answered once per type.
+_IS_NODE: dict[type, bool] = {}
+
+
+def _is_node(value: object) -> bool:
+    kind = type(value)
+    known = _IS_NODE.get(kind)
+    if known is None:
+        known = _IS_NODE[kind] = issubclass(kind, cst.CSTNode)
+    return known
 
 
 def _fields(cls: type[cst.CSTNode]) -> tuple[str, ...]:
@@ -40,11 +51,11 @@ def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """Direct children that can hold code (in field order, close to source order)."""
     for name in _fields(type(node)):
         value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
-            yield value
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                if isinstance(item, cst.CSTNode):
+        if _is_node(value):
+            yield value  # type: ignore[misc,unused-ignore]
+        elif type(value) is list or type(value) is tuple:
+            for item in value:  # type: ignore[attr-defined,unused-ignore]
+                if _is_node(item):
                     yield item
 
 

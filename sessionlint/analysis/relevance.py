@@ -1,0 +1,172 @@
+"""Stage 1: which files, and which top-level blocks of them, can hold a finding.
+
+Every static finding starts from a *candidate site*: a session, connection, engine,
+factory or registry, reached through a name that resolves to SQLAlchemy's API or to a
+project symbol of that kind. So a top-level def or class that mentions none of a
+module's *interesting names* cannot produce a finding, and a file with no interesting
+name cannot either. Stage 2 (LibCST and the rules) then sees only the candidate
+blocks; the others are replaced by empty lines, so every line and column stays where
+it was.
+
+Interesting names are found cheaply: a byte search for ``sqlalchemy`` and for the
+names the project index knows to be interesting (a fixpoint over re-exports), then
+the ``ast`` facts of the files that matched. The proof that nothing is lost is a test
+that runs every fixture and a generated corpus with and without this stage.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sessionlint.analysis.project import ModuleFacts, ProjectIndex
+from sessionlint.analysis.sqla import sqla_kind
+
+# Module paths through which SQLAlchemy's API is reached (``import sqlalchemy as sa``,
+# ``from sqlalchemy import orm``, ``from sqlalchemy.ext import asyncio``).
+_SQLA_MODULES = frozenset(
+    {"sqlalchemy", "orm", "engine", "ext", "asyncio", "pool", "session", "scoping", "create", "base", "url"}
+)
+# Kinds that make a name interesting; plain project functions are not (their calls
+# do not create sessions unless configured as session factories).
+_INTERESTING_TAGS = frozenset(
+    {"session_class", "factory", "registry", "session", "engine", "engine_type", "connection", "connection_type", "api"}
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What stage 2 must look at in one file."""
+
+    relevant: bool
+    blank: tuple[tuple[int, int], ...] = ()  # 1-based inclusive line ranges to blank out
+
+    def reduce(self, source: str) -> str:
+        """``source`` with the blanked blocks replaced by empty lines."""
+        if not self.blank:
+            return source
+        lines = source.splitlines(keepends=True)
+        for first, last in self.blank:
+            for number in range(first - 1, min(last, len(lines))):
+                line = lines[number]
+                ending = "\r\n" if line.endswith("\r\n") else "\n" if line.endswith(("\n", "\r")) else ""
+                lines[number] = ending
+        return "".join(lines)
+
+
+class Relevance:
+    """Project-wide interesting names, computed once per index, and per-file plans."""
+
+    def __init__(self, index: ProjectIndex) -> None:
+        self.index = index
+        self._names: frozenset[str] | None = None
+        self._name_regex: re.Pattern[bytes] | None = None
+        self._modules: set[str] = set()  # project modules that define interesting names
+        self._exported: set[str] = set()  # interesting names found so far (fixpoint)
+
+    # -- project-wide ----------------------------------------------------------
+
+    def _interesting(self, qname: str | None) -> bool:
+        if not qname:
+            return False
+        if qname.startswith("sqlalchemy"):
+            return sqla_kind(qname) is not None or qname.rsplit(".", 1)[-1] in _SQLA_MODULES
+        if self.index.is_configured_factory(qname):
+            return True
+        kind = self.index.kind_of(qname)
+        if kind is not None and kind.tag in _INTERESTING_TAGS:
+            return True
+        return qname in self._modules
+
+    def project_names(self) -> frozenset[str]:
+        """Names through which other modules can reach something interesting: what
+        modules define or re-export, and the modules themselves (a fixpoint)."""
+        if self._names is not None:
+            return self._names
+        names: set[str] = {f.rsplit(".", 1)[-1] for f in self.index.session_factories}
+        self._exported = names
+        scanned: set[str] = set()
+        pending = [p for p in self.index.files() if b"sqlalchemy" in self.index.file_bytes(p)]
+        while pending:
+            for path in pending:
+                scanned.add(path)
+                exported = self.module_tokens(self.index.facts_for_path(path), defined_only=True)
+                if exported:
+                    names |= exported
+                    self._exported = names
+                    self._add_module(self.index.facts_for_path(path).name)
+            regex = _regex(names, attribute_too=True)
+            pending = [
+                p for p in self.index.files()
+                if p not in scanned and regex is not None and regex.search(self.index.file_bytes(p))
+            ]
+        # ``app.db.SessionLocal`` still spells ``SessionLocal``: the symbol names are
+        # enough for the byte search; module names would match nearly every file.
+        self._names = frozenset(names)
+        self._name_regex = _regex(self._names, attribute_too=True)
+        return self._names
+
+    def _add_module(self, name: str) -> None:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            self._modules.add(".".join(parts[:i]))
+
+    def module_tokens(self, facts: ModuleFacts, defined_only: bool = False) -> set[str]:
+        """The module-level names of ``facts`` that denote something interesting."""
+        tokens: set[str] = set()
+        module = facts.name
+        for name in (*facts.values, *facts.classes, *facts.annotations):
+            if self._interesting(f"{module}.{name}"):
+                tokens.add(name)
+        if not defined_only:
+            names = self._names or frozenset()
+            for name, qname in facts.imports.items():
+                # Resolve only imports that can be interesting; resolving every import
+                # would parse half the project.
+                last = qname.rsplit(".", 1)[-1]
+                if qname.startswith("sqlalchemy") or last in names or qname in self._modules or self.index.is_configured_factory(qname):
+                    if self._interesting(qname):
+                        tokens.add(name)
+        else:
+            known = self._exported
+            for name, qname in facts.imports.items():
+                # A re-export of something interesting: only names already known to be
+                # interesting somewhere, or SQLAlchemy's own, can be.
+                if not (qname.startswith("sqlalchemy") or qname.rsplit(".", 1)[-1] in known):
+                    continue
+                kind = self.index.kind_of(qname)
+                if kind is not None and kind.tag in _INTERESTING_TAGS:
+                    tokens.add(name)
+        return tokens
+
+    # -- per file ----------------------------------------------------------------
+
+    def plan(self, path: str, data: bytes) -> Plan:
+        """Which parts of the file at ``path`` (with contents ``data``) stage 2 needs."""
+        self.project_names()
+        if b"sqlalchemy" not in data and (self._name_regex is None or not self._name_regex.search(data)):
+            return Plan(False)
+        facts = self.index.facts_for_path(path)
+        if not facts.parsed:
+            return Plan(True)  # let stage 2 report the syntax error
+        tokens = self.module_tokens(facts)
+        if not tokens:
+            return Plan(False)
+        regex = _regex(tokens)
+        assert regex is not None
+        lines = data.splitlines(keepends=True)
+        blank = []
+        for first, last in facts.blocks:
+            if not regex.search(b"".join(lines[first - 1 : last])):
+                blank.append((first, last))
+        return Plan(True, tuple(blank))
+
+
+def _regex(names: set[str] | frozenset[str], attribute_too: bool = False) -> re.Pattern[bytes] | None:
+    """Whole-word search for ``names``; unless ``attribute_too``, not after a dot
+    (``self.engine`` is not the module's ``engine``)."""
+    if not names:
+        return None
+    alternatives = b"|".join(re.escape(n.encode()) for n in sorted(names, key=len, reverse=True))
+    prefix = rb"\b" if attribute_too else rb"(?<![\w.])"
+    return re.compile(prefix + rb"(?:" + alternatives + rb")\b")

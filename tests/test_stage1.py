@@ -1,0 +1,125 @@
+"""Stage 1 (relevance) loses nothing: same findings with and without it."""
+
+from __future__ import annotations
+
+import ast
+import random
+from pathlib import Path
+
+import pytest
+
+from fixture_support import FIXTURES, Scenario, scenarios
+from sessionlint.analysis.project import ProjectIndex
+from sessionlint.config import Settings
+from sessionlint.diagnostics import Diagnostic
+from sessionlint.engine import Checker
+
+ALL = scenarios()
+
+
+def lint(root: Path, files: list[Path], stage1: bool, settings: Settings | None = None) -> list[Diagnostic]:
+    settings = settings or Settings(root=root)
+    index = ProjectIndex(root, [str(f) for f in files], settings.session_factories)
+    checker = Checker(settings, index, stage1=stage1)
+    out: list[Diagnostic] = []
+    for f in files:
+        result = checker.check_path(str(f))
+        assert not result.errors, result.errors
+        out.extend(result.diagnostics)
+    return sorted(out)
+
+
+@pytest.mark.parametrize("scenario", ALL, ids=[s.id for s in ALL])
+def test_fixture_findings_identical_with_and_without_stage1(scenario: Scenario) -> None:
+    from fixture_support import read_expectations
+    from sessionlint.config import parse_table
+
+    files = scenario.files()
+    config: dict[str, object] = {}
+    for f in files:
+        config.update(read_expectations(f.read_text(encoding="utf-8"), str(f)).config)
+    settings = parse_table(config, scenario.id, Settings(root=scenario.root)) if config else None
+    assert lint(scenario.root, files, True, settings) == lint(scenario.root, files, False, settings)
+
+
+FILLER = '''
+
+def helper_{n}(items, key=None):
+    """Unrelated code: stage 1 should blank it, and nothing may change."""
+    total = 0
+    for item in items:
+        if key is not None and item.get(key):
+            total += len(str(item[key]))
+    return {{"total": total, "session": "not a database session"}}
+
+
+class Widget{n}:
+    engine = "a car engine"
+
+    def connect(self, other):
+        return [self, other]
+'''
+
+
+def _blocks(path: Path) -> tuple[list[str], list[str]]:
+    """(import lines, top-level def/class sources) of a fixture file."""
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    imports, blocks = [], []
+    for node in tree.body:
+        text = "\n".join(lines[node.lineno - 1 - len(getattr(node, "decorator_list", [])) : node.end_lineno])
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and node.col_offset == 0:
+            imports.append(text)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            blocks.append("\n".join(lines[first - 1 : node.end_lineno]))
+    return imports, blocks
+
+
+def test_generated_corpus_findings_identical(tmp_path: Path) -> None:
+    rng = random.Random(20261121)
+    sources = sorted(p for p in FIXTURES.rglob("*.py") if p.parent.parent == FIXTURES)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "db.py").write_text(
+        "from sqlalchemy import create_engine\n"
+        "from sqlalchemy.orm import scoped_session, sessionmaker\n\n"
+        'engine = create_engine("postgresql://app@localhost/app")\n'
+        "SessionLocal = sessionmaker(bind=engine)\n"
+        "db_session = scoped_session(SessionLocal)\n"
+    )
+    (app / "__init__.py").write_text("from .db import SessionLocal as Factory, db_session\n")
+    users = (
+        "from app import Factory\nfrom app.db import engine\n\n\n"
+        "def leak():\n    s = Factory()\n    return s.query(int).all()\n\n\n"
+        "def ping():\n    conn = engine.connect()\n    return conn.execute('select 1')\n"
+    )
+    (app / "views_reexport.py").write_text(users)
+    for n in range(60):
+        picked = rng.sample(sources, 3)
+        imports: list[str] = []
+        blocks: list[str] = []
+        for path in picked:
+            i, b = _blocks(path)
+            imports.extend(i)
+            blocks.extend(b)
+        rng.shuffle(blocks)
+        body = "\n".join(dict.fromkeys(imports)) + "\n\n"
+        for k, block in enumerate(blocks):
+            body += "\n\n" + block + "\n"
+            if rng.random() < 0.5:
+                body += FILLER.format(n=f"{n}_{k}")
+        try:
+            ast.parse(body)
+        except SyntaxError:
+            continue
+        (app / f"mod_{n}.py").write_text(body)
+    (app / "broken.py").write_text("def broken(:\n    pass\n")
+    files = sorted(app.rglob("*.py"))
+    with_stage1 = lint(tmp_path, files, True)
+    without = lint(tmp_path, files, False)
+    assert with_stage1 == without
+    codes = {d.code for d in with_stage1}
+    assert {"SES001", "SES101", "SES103"} <= codes, codes  # the corpus does exercise the rules
+    assert len(with_stage1) > 15
