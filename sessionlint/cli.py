@@ -40,7 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--statistics", action="store_true", help="print the number of findings per code")
     check.add_argument("--stdin-filename", metavar="PATH", help="the path of the file read from standard input")
     check.add_argument("--config", metavar="PYPROJECT", help="read [tool.sessionlint] from this file")
-    check.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    check.add_argument("--debug", action="store_true", help="show tracebacks of internal errors (one process)")
+    check.add_argument(
+        "-j", "--jobs", type=_jobs, default=0, metavar="N", help="worker processes (default: all cores)"
+    )
+    check.add_argument(
+        "--no-cache", action="store_true", help="ignore and do not update .sessionlint_cache/"
+    )
 
     rules = sub.add_parser("rules", help="list every rule")
     rules.add_argument(
@@ -52,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="show a rule's documentation")
     explain.add_argument("code", metavar="CODE", help="a code (SES101) or name (session-not-closed)")
     return parser
+
+
+def _jobs(value: str) -> int:
+    try:
+        jobs = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, got {value!r}") from None
+    if jobs < 0:
+        raise argparse.ArgumentTypeError("expected 0 (all cores) or more")
+    return jobs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,7 +120,9 @@ def _check(args: argparse.Namespace) -> int:
     from sessionlint import output, registry
     from sessionlint.config import ConfigError, parse_codes
     from sessionlint.discovery import discover
-    from sessionlint.engine import Checker, build_index, decode_source, project_settings
+    from sessionlint.diagnostics import FileResult, input_error
+    from sessionlint.runner import RunOptions, build_index, check_files, project_settings
+    from sessionlint.sources import decode_source
 
     paths: list[str] = list(args.paths) or ["."]
     reading_stdin = paths == ["-"]
@@ -133,27 +151,24 @@ def _check(args: argparse.Namespace) -> int:
     diagnostics = []
     errors: list[str] = []
     if reading_stdin:
+        from sessionlint.engine import Checker
+
         display = args.stdin_filename or "-"
         index = build_index(settings, [display] if args.stdin_filename else [])
         checker = Checker(settings, index, debug=args.debug)
         try:
             source = decode_source(sys.stdin.buffer.read())
         except Exception as exc:
-            from sessionlint.engine import FileResult
-
-            result = FileResult(display, [checker.input_error("SES002", display, 1, 1, str(exc))])
+            result = FileResult(display, [input_error("SES002", display, 1, 1, str(exc))])
         else:
             result = checker.check_source(source, display, index_path=os.path.abspath(display))
         results = [result]
     else:
         files, missing, empty = discover(paths, settings.root, (*settings.exclude, *settings.extend_exclude))
-        index = build_index(settings, files)
-        checker = Checker(settings, index, debug=args.debug)
-        results = [checker.check_path(f) for f in files]
-        from sessionlint.engine import FileResult
-
+        options = RunOptions(jobs=args.jobs, use_cache=not args.no_cache, debug=args.debug)
+        results = check_files(settings, files, options)
         for path, reason in missing:
-            results.append(FileResult(path, [checker.input_error("SES002", path, 1, 1, reason)]))
+            results.append(FileResult(path, [input_error("SES002", path, 1, 1, reason)]))
         for path in empty:
             errors.append(f"sessionlint: no Python files found under '{path}'")
             status_error = True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -31,3 +31,31 @@ class Diagnostic:
             "message": self.message,
             "hint": self.hint,
         }
+
+
+@dataclass
+class FileResult:
+    """Everything checking one file produced, plus what the result depends on."""
+
+    path: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # internal errors: exit status 2
+    deps: list[str] = field(default_factory=list)  # module files resolutions were read from
+    project_scan: bool = False  # used a project-wide scan (any change invalidates it)
+
+    @property
+    def has_input_error(self) -> bool:
+        return any(d.code in ("SES001", "SES002") for d in self.diagnostics)
+
+
+# Input errors are reported like findings; their messages live here so that adapters
+# and the runner can build them without importing any rule (or LibCST).
+INPUT_ERRORS = {
+    "SES001": ("cannot-parse", "cannot parse: {error}"),
+    "SES002": ("cannot-read", "cannot read: {error}"),
+}
+
+
+def input_error(code: str, path: str, line: int, column: int, error: str) -> Diagnostic:
+    name, template = INPUT_ERRORS[code]
+    return Diagnostic(path, line, column, code, name, template.format(error=error), line, column)

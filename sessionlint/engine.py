@@ -24,53 +24,11 @@ from sessionlint.analysis.project import ProjectIndex
 from sessionlint.analysis.relevance import Relevance
 from sessionlint.analysis.walk import children
 from sessionlint.config import Settings
-from sessionlint.diagnostics import Diagnostic
+from sessionlint.diagnostics import Diagnostic, FileResult, input_error
+from sessionlint.runner import build_index as build_index, project_settings as project_settings
+from sessionlint.sources import SourceError, decode_source, read_source as read_source
 from sessionlint.rules.base import Report, Rule
 from sessionlint.suppress import is_suppressed, noqa_lines
-
-
-class SourceError(Exception):
-    """A file that cannot be read or decoded (SES002)."""
-
-
-@dataclass
-class FileResult:
-    path: str
-    diagnostics: list[Diagnostic] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # internal errors: exit status 2
-
-    @property
-    def has_input_error(self) -> bool:
-        return any(d.code in ("SES001", "SES002") for d in self.diagnostics)
-
-
-def read_source(path: str) -> str:
-    """The file's text, decoded as Python does it (PEP 263 cookie, BOM)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise SourceError(exc.strerror or str(exc)) from exc
-    return decode_source(data)
-
-
-def decode_source(data: bytes) -> str:
-    try:
-        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-    except SyntaxError as exc:
-        # detect_encoding also fails on plain invalid UTF-8 in the first two lines;
-        # say which byte, as for invalid bytes further down.
-        encoding = "utf-8"
-        if "encoding problem" in str(exc) or "unknown encoding" in str(exc):
-            raise SourceError(f"bad encoding declaration: {exc}") from exc
-    try:
-        return data.decode(encoding)
-    except LookupError as exc:
-        raise SourceError(f"unknown encoding: {encoding}") from exc
-    except UnicodeDecodeError as exc:
-        raise SourceError(
-            f"not valid {exc.encoding} (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-        ) from exc
 
 
 def _ast_syntax_error(source: str) -> tuple[int, int, str] | None:
@@ -106,21 +64,24 @@ class Checker:
         rules: Sequence[type[Rule]] | None = None,
         debug: bool = False,
         stage1: bool = True,
+        relevance: Relevance | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
         self.stage1 = stage1
-        self.relevance = Relevance(index)
+        self.relevance = relevance or Relevance(index)
         self.rules = list(rules) if rules is not None else registry.enabled_rules(settings.select, settings.ignore)
         self.debug = debug
         self.rule_info = registry.rules()
 
     # -- public -----------------------------------------------------------------
 
-    def check_path(self, path: str) -> FileResult:
+    def check_path(self, path: str, data: bytes | None = None) -> FileResult:
+        """Check the file at ``path`` (``data``: its contents, if already read)."""
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            if data is None:
+                with open(path, "rb") as fh:
+                    data = fh.read()
             source = decode_source(data)
         except OSError as exc:
             return FileResult(path, [self.input_error("SES002", path, 1, 1, exc.strerror or str(exc))])
@@ -139,6 +100,19 @@ class Checker:
         """
         result = FileResult(path)
         real = index_path or path
+        self.index.touched = set()
+        self.index.used_project_scan = False
+        try:
+            self._check(source, path, real, index_path, data, result)
+        finally:
+            own = os.path.abspath(real)
+            result.deps = sorted(p for p in self.index.touched if p != own)
+            result.project_scan = self.index.used_project_scan
+        return result
+
+    def _check(
+        self, source: str, path: str, real: str, index_path: str | None, data: bytes | None, result: FileResult
+    ) -> None:
         if index_path is not None or data is None:
             self.index.add_file(real, source)
         else:
@@ -151,22 +125,21 @@ class Checker:
                 problem = _ast_syntax_error(source)
                 if problem is not None:
                     result.diagnostics.append(self.input_error("SES001", path, *problem))
-                return result
+                return
             stage2 = plan.reduce(source)
         try:
             module = cst.parse_module(stage2)
         except cst.ParserSyntaxError as exc:
             line, col, message = syntax_error(source, exc)
             result.diagnostics.append(self.input_error("SES001", path, line, col, message))
-            return result
+            return
         except (RecursionError, MemoryError) as exc:
             result.diagnostics.append(self.input_error("SES001", path, 1, 1, type(exc).__name__))
-            return result
+            return
         reports = self._run_rules(module, real, result)
         if reports:
             result.diagnostics.extend(self._diagnostics(module, source, path, reports))
         result.diagnostics.sort()
-        return result
 
     # -- internals --------------------------------------------------------------
 
@@ -269,34 +242,4 @@ class Checker:
             )
 
     def input_error(self, code: str, path: str, line: int, col: int, error: str) -> Diagnostic:
-        rule = self.rule_info[code]
-        return Diagnostic(path, line, col, code, rule.name, rule.message.format(error=error), line, col)
-
-
-def build_index(settings: Settings, files: Iterable[str], extra_roots: Iterable[str] = ()) -> ProjectIndex:
-    """The project index over the project root plus the files being checked."""
-    from sessionlint.discovery import Walker
-
-    index = ProjectIndex(settings.root, session_factories=settings.session_factories)
-    walker = Walker(settings.root, (*settings.exclude, *settings.extend_exclude))
-    seen = set()
-    for path in walker.walk(str(settings.root)):
-        seen.add(os.path.abspath(path))
-        index.add_file(path)
-    for path in files:
-        if os.path.abspath(path) not in seen:
-            index.add_file(path)
-    return index
-
-
-def project_settings(paths: Sequence[str], config: str | None = None) -> Settings:
-    """Settings from ``--config`` or the nearest pyproject.toml above the first path."""
-    from sessionlint.config import find_pyproject, find_root, load_settings
-
-    start = Path(paths[0] if paths else ".").resolve()
-    if config is not None:
-        config_path: Path | None = Path(config)
-    else:
-        config_path = find_pyproject(start)
-    root = config_path.parent.resolve() if config_path is not None else find_root(start)
-    return load_settings(config_path, root)
+        return input_error(code, path, line, col, error)

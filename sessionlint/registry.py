@@ -6,14 +6,38 @@ for ``sessionlint rules`` / ``explain`` from its plain-data table.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 from sessionlint.config import ConfigError
-from sessionlint.rules import engines, input_errors, lifecycle, scoped, threads, transactions
-from sessionlint.rules.base import Rule
 
-_FAMILIES = (input_errors, lifecycle, transactions, scoped, threads, engines)
+if TYPE_CHECKING:
+    from sessionlint.rules.base import Rule
+
+# The one place static codes are set: code -> (name, family module). Rule classes
+# repeat code and name (a test checks they agree), and are imported only when files
+# are actually checked: a warm, cached run never loads LibCST.
+CODES: dict[str, tuple[str, str]] = {
+    "SES001": ("cannot-parse", "input_errors"),
+    "SES002": ("cannot-read", "input_errors"),
+    "SES101": ("session-not-closed", "lifecycle"),
+    "SES102": ("close-not-guaranteed", "lifecycle"),
+    "SES103": ("connection-not-closed", "lifecycle"),
+    "SES104": ("session-used-after-with", "lifecycle"),
+    "SES201": ("missing-rollback", "transactions"),
+    "SES202": ("uncommitted-writes", "transactions"),
+    "SES301": ("scoped-session-not-removed", "scoped"),
+    "SES302": ("remove-not-guaranteed", "scoped"),
+    "SES303": ("thread-scoped-session-in-async", "scoped"),
+    "SES401": ("session-shared-with-thread", "threads"),
+    "SES402": ("module-level-session", "threads"),
+    "SES501": ("engine-per-call", "engines"),
+    "SES502": ("mysql-pool-recycle", "engines"),
+    "SES503": ("unbounded-pool", "engines"),
+}
+_FAMILIES = ("input_errors", "lifecycle", "transactions", "scoped", "threads", "engines")
 
 
 @dataclass(frozen=True)
@@ -31,9 +55,12 @@ class CodeInfo:
 
 @cache
 def rules() -> dict[str, type[Rule]]:
-    """Static and input-error rules by code, in code order."""
+    """Static and input-error rules by code, in code order (imports the families)."""
+    from sessionlint.rules.base import Rule
+
     found: dict[str, type[Rule]] = {}
-    for family in _FAMILIES:
+    for name in _FAMILIES:
+        family = importlib.import_module(f"sessionlint.rules.{name}")
         for value in vars(family).values():
             if isinstance(value, type) and issubclass(value, Rule) and value is not Rule and value.__module__ == family.__name__:
                 if value.code in found:
@@ -65,12 +92,29 @@ def lookup(code_or_name: str) -> CodeInfo | None:
     return None
 
 
+def known_codes() -> list[str]:
+    """Every code, static and runtime, without importing any rule."""
+    from sessionlint.runtime_guard.codes import RUNTIME_CODES
+
+    return [*CODES, *(entry.code for entry in RUNTIME_CODES)]
+
+
 def validate_codes(codes: tuple[str, ...], where: str) -> None:
     """Every selector must name at least one known code (``SES1`` names SES101-SES104)."""
-    known = all_codes()
+    known = known_codes()
     for selector in codes:
         if not any(code.startswith(selector) for code in known):
             raise ConfigError(f"{where}: unknown code '{selector}'")
+
+
+def enabled_codes(select: tuple[str, ...], ignore: tuple[str, ...]) -> list[str]:
+    """The static codes a selection switches on, from the table alone."""
+    return [
+        code for code in CODES
+        if not code.startswith("SES0")
+        and any(code.startswith(s) for s in select)
+        and not any(code.startswith(i) for i in ignore)
+    ]
 
 
 def enabled_rules(select: tuple[str, ...], ignore: tuple[str, ...]) -> list[type[Rule]]:

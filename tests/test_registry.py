@@ -81,3 +81,8 @@ def test_rule_has_positive_and_negative_fixtures(rule: type) -> None:
         else:
             negative += 1
     assert positive >= 10 and negative >= 10, (positive, negative)
+
+
+def test_static_code_table_matches_the_rule_classes() -> None:
+    classes = {code: (rule.name, rule.__module__.rsplit(".", 1)[-1]) for code, rule in registry.rules().items()}
+    assert classes == registry.CODES

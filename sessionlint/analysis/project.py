@@ -104,13 +104,17 @@ class ProjectIndex:
         self._facts: dict[str, ModuleFacts] = {}
         self._sources: dict[str, str] = {}
         self._kinds: dict[str, Kind | None] = {}
+        self._kind_deps: dict[str, frozenset[str]] = {}
         self._resolving: set[str] = set()
         self._files: dict[str, None] = {}
         self._bytes: dict[str, bytes] = {}
         self._removed: frozenset[str] | None = None
         self.session_factories = tuple(session_factories)
         # Which module files each resolution touched: the result cache keys on these.
+        # Dependencies of the current file's analysis, for the result cache: the module
+        # files resolutions were read from, and whether project-wide scans were used.
         self.touched: set[str] = set()
+        self.used_project_scan = False
         for path in files:
             self.add_file(path)
 
@@ -126,6 +130,7 @@ class ProjectIndex:
             self._bytes.pop(apath, None)
             self._facts.pop(apath, None)
             self._kinds.clear()
+            self._kind_deps.clear()
             self._removed = None
         if apath not in self._files:
             self._files[apath] = None
@@ -225,6 +230,12 @@ class ProjectIndex:
         """Every registered project file (absolute paths)."""
         return list(self._files)
 
+    def seed_bytes(self, data: dict[str, bytes]) -> None:
+        """Contents already read by the caller (absolute paths), to avoid reading twice."""
+        for path, blob in data.items():
+            if path not in self._sources:
+                self._bytes[path] = blob
+
     def file_bytes(self, path: str) -> bytes:
         """A project file's contents (cached: project-wide scans read every file)."""
         data = self._bytes.get(path)
@@ -248,6 +259,7 @@ class ProjectIndex:
         imports and aliases; also a registry handed to a project helper that removes its
         parameter (``shutdown(db_session)`` with ``def shutdown(r): r.remove()``).
         Files whose bytes do not contain ``remove`` are not parsed for this."""
+        self.used_project_scan = True
         if self._removed is not None:
             return self._removed
         found: set[str] = set()
@@ -284,6 +296,7 @@ class ProjectIndex:
     def registry_handed_out(self, origin: str) -> bool:
         """Whether the registry ``origin`` is passed as an argument to a callee outside
         the project (a framework or library that may remove it), anywhere in the project."""
+        self.used_project_scan = True
         attr = origin.rsplit(".", 1)[-1].encode()
         for path in list(self._files):
             if attr not in self.file_bytes(path):
@@ -310,15 +323,20 @@ class ProjectIndex:
         if not qname:
             return None
         if qname in self._kinds:
+            # A memoised answer still depends on the modules it was read from.
+            self.touched |= self._kind_deps[qname]
             return self._kinds[qname]
         if qname in self._resolving:
             return None
         self._resolving.add(qname)
+        outer, self.touched = self.touched, set()
         try:
             kind = self._kind_uncached(qname)
         finally:
             self._resolving.discard(qname)
+            deps, self.touched = self.touched, outer | self.touched
         self._kinds[qname] = kind
+        self._kind_deps[qname] = frozenset(deps)
         return kind
 
     def _kind_uncached(self, qname: str) -> Kind | None:

@@ -63,6 +63,34 @@ class Relevance:
         self._name_regex: re.Pattern[bytes] | None = None
         self._modules: set[str] = set()  # project modules that define interesting names
         self._exported: set[str] = set()  # interesting names found so far (fixpoint)
+        # Each file's contribution to the project-wide names (kept by the result cache).
+        self.exports: dict[str, frozenset[str]] = {}
+
+    @property
+    def modules(self) -> frozenset[str]:
+        return frozenset(self._modules)
+
+    def seed(self, names: frozenset[str], modules: frozenset[str], exports: dict[str, frozenset[str]]) -> None:
+        """Reuse project-wide names computed by an earlier run (see :meth:`still_valid`)."""
+        self._modules = set(modules)
+        self._names = names
+        self._exported = set(names)
+        self._name_regex = _regex(names, attribute_too=True)
+        self.exports = dict(exports)
+
+    def still_valid(self, names: frozenset[str], exports: dict[str, frozenset[str]], changed: dict[str, bytes]) -> bool:
+        """Whether project-wide ``names`` from an earlier run hold after ``changed`` files
+        (path -> new contents) changed: no changed file contributes differently."""
+        regex = _regex(names, attribute_too=True)
+        self._exported = set(names)
+        for path, data in changed.items():
+            could = path in exports or b"sqlalchemy" in data or (regex is not None and regex.search(data))
+            if not could:
+                continue
+            now = self.module_tokens(self.index.facts_for_path(path), defined_only=True)
+            if frozenset(now) != exports.get(path, frozenset()):
+                return False
+        return True
 
     # -- project-wide ----------------------------------------------------------
 
@@ -92,6 +120,7 @@ class Relevance:
                 scanned.add(path)
                 exported = self.module_tokens(self.index.facts_for_path(path), defined_only=True)
                 if exported:
+                    self.exports[path] = frozenset(exported)
                     names |= exported
                     self._exported = names
                     self._add_module(self.index.facts_for_path(path).name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sessionlint.diagnostics import INPUT_ERRORS
 from sessionlint.rules.base import Rule
 
 
@@ -17,7 +18,7 @@ class CannotParse(Rule):
 
     code = "SES001"
     name = "cannot-parse"
-    message = "cannot parse: {error}"
+    message = INPUT_ERRORS["SES001"][1]
     kind = "input"
 
 
@@ -34,5 +35,5 @@ class CannotRead(Rule):
 
     code = "SES002"
     name = "cannot-read"
-    message = "cannot read: {error}"
+    message = INPUT_ERRORS["SES002"][1]
     kind = "input"

@@ -1,0 +1,121 @@
+"""The persistent result cache, ``.sessionlint_cache/`` at the project root.
+
+One JSON file holds, for the last run: the hash of every project file, each checked
+file's diagnostics with what they depend on (the module files its resolutions read,
+whether it used a project-wide scan), and stage 1's project-wide names with each
+file's contribution to them. A result is reused when its file, its dependencies and
+the project-wide names are unchanged; the whole cache is dropped when the sessionlint
+version, the effective configuration or the set of project files changes. The
+directory carries its own ``.gitignore``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sessionlint.diagnostics import Diagnostic, FileResult
+
+CACHE_DIR = ".sessionlint_cache"
+_FORMAT = 1
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _pack(d: Diagnostic) -> list[Any]:
+    return [d.line, d.column, d.code, d.name, d.message, d.end_line, d.end_column, d.hint]
+
+
+def _unpack(path: str, item: list[Any]) -> Diagnostic:
+    line, column, code, name, message, end_line, end_column, hint = item
+    return Diagnostic(path, line, column, code, name, message, end_line, end_column, hint)
+
+
+@dataclass
+class CacheState:
+    key: str = ""
+    hashes: dict[str, str] = field(default_factory=dict)  # every project file -> hash
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # checked file -> result
+    names: list[str] | None = None  # stage 1's project-wide names
+    modules: list[str] = field(default_factory=list)  # ... and the modules defining them
+    exports: dict[str, list[str]] = field(default_factory=dict)  # file -> its contribution
+
+
+class ResultCache:
+    def __init__(self, root: Path, key: str) -> None:
+        self.directory = root / CACHE_DIR
+        self.file = self.directory / "results.json"
+        self.key = key
+        self.state = CacheState(key=key)
+
+    def load(self) -> ResultCache:
+        try:
+            raw = json.loads(self.file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return self
+        if not isinstance(raw, dict) or raw.get("format") != _FORMAT or raw.get("key") != self.key:
+            return self  # another version or configuration: start afresh
+        self.state = CacheState(
+            key=self.key,
+            hashes=raw.get("hashes", {}),
+            entries=raw.get("entries", {}),
+            names=raw.get("names"),
+            modules=raw.get("modules", []),
+            exports=raw.get("exports", {}),
+        )
+        return self
+
+    def result(self, path: str, display: str, digest: str, changed: set[str], names_clean: bool) -> FileResult | None:
+        """The cached result for ``path`` if nothing it depends on changed."""
+        entry = self.state.entries.get(path)
+        if entry is None or entry["hash"] != digest or not names_clean:
+            return None
+        if changed and (entry["project_scan"] or not changed.isdisjoint(entry["deps"])):
+            return None
+        return FileResult(
+            display,
+            [_unpack(display, item) for item in entry["diagnostics"]],
+            deps=list(entry["deps"]),
+            project_scan=entry["project_scan"],
+        )
+
+    def store(self, path: str, digest: str, result: FileResult) -> None:
+        if result.errors:
+            self.state.entries.pop(path, None)  # never cache an internal error
+            return
+        self.state.entries[path] = {
+            "hash": digest,
+            "deps": sorted(result.deps),
+            "project_scan": result.project_scan,
+            "diagnostics": [_pack(d) for d in result.diagnostics],
+        }
+
+    def save(self) -> None:
+        """Write atomically; a project directory we cannot write to just goes uncached."""
+        payload = {
+            "format": _FORMAT,
+            "key": self.key,
+            "hashes": self.state.hashes,
+            "entries": self.state.entries,
+            "names": self.state.names,
+            "modules": self.state.modules,
+            "exports": self.state.exports,
+        }
+        try:
+            self.directory.mkdir(exist_ok=True)
+            ignore = self.directory / ".gitignore"
+            if not ignore.exists():
+                ignore.write_text("# Created by sessionlint: the whole directory is a cache.\n*\n", encoding="utf-8")
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".results-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(payload, fh, separators=(",", ":"))
+            os.replace(tmp, self.file)
+        except OSError:
+            pass

@@ -1,0 +1,217 @@
+"""Running a check over many files: project setup, the result cache, parallel workers.
+
+Adapters call :func:`check_files`; it imports the engine (and LibCST) only when some
+file has to be checked, so a warm run over an unchanged tree costs little more than
+reading and hashing the files.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sessionlint import __version__
+from sessionlint.analysis.project import ProjectIndex
+from sessionlint.analysis.relevance import Relevance
+from sessionlint.cache import ResultCache, content_hash
+from sessionlint.config import Settings
+from sessionlint.diagnostics import FileResult, input_error
+
+if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
+    from sessionlint.engine import Checker
+
+# Fewer files than this per worker are not worth a process.
+_MIN_FILES_PER_JOB = 8
+_CHUNK = 4
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    jobs: int = 0  # 0: all cores
+    use_cache: bool = True
+    debug: bool = False
+    stage1: bool = True
+
+
+def build_index(settings: Settings, files: Iterable[str], project: Iterable[str] | None = None) -> ProjectIndex:
+    """The project index over the project root (``project``: its files, if already
+    walked) plus the files being checked."""
+    from sessionlint.discovery import Walker
+
+    index = ProjectIndex(settings.root, session_factories=settings.session_factories)
+    if project is None:
+        project = Walker(settings.root, (*settings.exclude, *settings.extend_exclude)).walk(str(settings.root))
+    seen = set()
+    for path in project:
+        seen.add(os.path.abspath(path))
+        index.add_file(path)
+    for path in files:
+        if os.path.abspath(path) not in seen:
+            index.add_file(path)
+    return index
+
+
+def project_settings(paths: Sequence[str], config: str | None = None) -> Settings:
+    """Settings from ``--config`` or the nearest pyproject.toml above the first path."""
+    from sessionlint.config import find_pyproject, find_root, load_settings
+
+    start = Path(paths[0] if paths else ".").resolve()
+    if config is not None:
+        config_path: Path | None = Path(config)
+    else:
+        config_path = find_pyproject(start)
+    root = config_path.parent.resolve() if config_path is not None else find_root(start)
+    return load_settings(config_path, root)
+
+
+def check_files(settings: Settings, files: Sequence[str], options: RunOptions = RunOptions()) -> list[FileResult]:
+    """Check ``files`` (paths as given for display), in order, reusing cached results."""
+    gc.set_threshold(100_000, 50, 100)  # LibCST trees are large; the default collects constantly
+    root = settings.root
+    excludes = (*settings.exclude, *settings.extend_exclude)
+    from sessionlint.discovery import Walker
+
+    project = [os.path.abspath(p) for p in Walker(root, excludes).walk(str(root))]
+    where = {display: os.path.abspath(display) for display in files}
+    data: dict[str, bytes] = {}
+    unreadable: dict[str, str] = {}
+    for path in dict.fromkeys([*project, *where.values()]):
+        try:
+            with open(path, "rb") as fh:
+                data[path] = fh.read()
+        except OSError as exc:
+            unreadable[path] = exc.strerror or str(exc)
+    hashes = {path: content_hash(blob) for path, blob in data.items()}
+    key = content_hash(repr((__version__, settings.cache_key(), options.stage1, sorted(hashes))).encode())
+    cache = ResultCache(root, key)
+    if options.use_cache:
+        cache.load()
+    previous = cache.state
+    changed = {path for path, digest in hashes.items() if previous.hashes.get(path) != digest}
+
+    index: ProjectIndex | None = None
+    relevance: Relevance | None = None
+    names_clean = False
+    if options.use_cache and options.stage1 and previous.names is not None:
+        if not changed:
+            names_clean = True
+        else:
+            index = _index(settings, files, project, data)
+            relevance = Relevance(index)
+            relevance.seed(frozenset(previous.names), frozenset(previous.modules), _exports(previous.exports))
+            names_clean = relevance.still_valid(
+                frozenset(previous.names), _exports(previous.exports), {p: data[p] for p in changed}
+            )
+
+    results: dict[str, FileResult] = {}
+    todo: list[str] = []
+    for display, path in where.items():
+        if path in unreadable:
+            results[display] = FileResult(display, [input_error("SES002", display, 1, 1, unreadable[path])])
+            continue
+        cached = cache.result(path, display, hashes[path], changed, names_clean) if options.use_cache else None
+        if cached is not None:
+            results[display] = cached
+        else:
+            todo.append(display)
+
+    if todo:
+        if index is None:
+            index = _index(settings, files, project, data)
+        if relevance is None or not names_clean:
+            relevance = Relevance(index)
+            if names_clean and previous.names is not None:
+                relevance.seed(frozenset(previous.names), frozenset(previous.modules), _exports(previous.exports))
+            elif options.stage1:
+                relevance.project_names()  # once, before workers fork
+        results.update(_run(todo, settings, index, relevance, options))
+
+    if options.use_cache:
+        state = cache.state
+        state.hashes = hashes
+        if relevance is not None and relevance._names is not None and not names_clean:
+            state.names = sorted(relevance._names)
+            state.modules = sorted(relevance.modules)
+            state.exports = {p: sorted(n) for p, n in relevance.exports.items()}
+        for display in todo:
+            cache.store(where[display], hashes[where[display]], results[display])
+        cache.save()
+    return [results[display] for display in files]
+
+
+def _exports(raw: dict[str, list[str]]) -> dict[str, frozenset[str]]:
+    return {path: frozenset(names) for path, names in raw.items()}
+
+
+def _index(settings: Settings, files: Sequence[str], project: list[str], data: dict[str, bytes]) -> ProjectIndex:
+    index = build_index(settings, files, project)
+    index.seed_bytes(data)
+    return index
+
+
+# -- workers ------------------------------------------------------------------------
+
+_WORKER: Checker | None = None  # set in the parent before forking; workers inherit it
+
+
+def _check_chunk(paths: list[str]) -> list[FileResult]:
+    assert _WORKER is not None
+    return [_WORKER.check_path(path, _WORKER.index.file_bytes(os.path.abspath(path))) for path in paths]
+
+
+def _run(todo: list[str], settings: Settings, index: ProjectIndex, relevance: Relevance, options: RunOptions) -> dict[str, FileResult]:
+    global _WORKER
+    from sessionlint.engine import Checker
+
+    checker = Checker(settings, index, debug=options.debug, stage1=options.stage1, relevance=relevance)
+    jobs = options.jobs or os.cpu_count() or 1
+    jobs = min(jobs, max(1, len(todo) // _MIN_FILES_PER_JOB))
+    if jobs <= 1 or options.debug:
+        return {path: checker.check_path(path, index.file_bytes(os.path.abspath(path))) for path in todo}
+    import multiprocessing
+
+    try:
+        context = multiprocessing.get_context("fork")
+    except ValueError:  # no fork on this platform: stay in one process
+        return {path: checker.check_path(path, index.file_bytes(os.path.abspath(path))) for path in todo}
+    # Largest files first, in small chunks, so no worker is left with the tail.
+    ordered = sorted(todo, key=lambda p: -len(index.file_bytes(os.path.abspath(p))))
+    chunks = [ordered[i : i + _CHUNK] for i in range(0, len(ordered), _CHUNK)]
+    _WORKER = checker
+    gc.collect()
+    gc.freeze()  # inherited objects stay shared with the parent (no refcount-driven copies)
+    out: dict[str, FileResult] = {}
+    failed: list[str] = []
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {pool.submit(_check_chunk, chunk): chunk for chunk in chunks}
+            for future in as_completed(futures):
+                try:
+                    for result in future.result():
+                        out[result.path] = result
+                except Exception:  # a worker died (or could not return): retry these alone
+                    failed.extend(futures[future])
+        for path in failed:
+            out[path] = _isolated(path, context)
+    finally:
+        gc.unfreeze()
+        _WORKER = None
+    return out
+
+
+def _isolated(path: str, context: BaseContext) -> FileResult:
+    """Check one file in a fresh worker, so a file that kills its process is reported
+    as an internal error instead of taking the run down."""
+    try:
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            result: FileResult = pool.submit(_check_chunk, [path]).result()[0]
+            return result
+    except Exception as exc:
+        return FileResult(path, errors=[f"{path}: internal error: the worker checking this file died ({type(exc).__name__})"])
