@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+from collections.abc import Iterable
 from types import CodeType, FrameType
 
 # A captured stack: code0, lasti0, code1, lasti1, ... innermost first.
@@ -50,52 +51,66 @@ _STDLIB_DIRS: tuple[str, ...] = tuple(
 _INTERNAL_FILES = frozenset({"threading.py", "runpy.py", "contextlib.py", "pytest", "py.test"})
 
 
+def code_ids(codes: Iterable[object]) -> frozenset[int]:
+    """The `id()`s of code objects, for `capture`'s `stop` and `owned` sets.
+
+    `capture` tests each frame by the identity of its code object, never by
+    hashing it: a code object's hash covers its constants, nested code objects
+    included (a module's code hashes every function in it), which made the
+    walk cost tens of microseconds per frame on deep stacks. The caller keeps
+    the code objects alive, so their ids stay valid.
+    """
+    return frozenset(id(code) for code in codes if isinstance(code, CodeType))
+
+
 def capture(
-    skip: int = 1, limit: int = 48, stop: frozenset[CodeType] = frozenset(), owned: frozenset[CodeType] = frozenset()
+    skip: int = 1, limit: int = 48, stop: frozenset[int] = frozenset(), owned: frozenset[int] = frozenset()
 ) -> RawStack | None:
     """Capture the calling stack as (code, instruction offset) pairs, innermost first.
 
     `skip` frames are dropped (1 = the caller of `capture`). The walk ends
-    after `limit` frames or at the first frame whose code is in `stop` (the
-    pytest plugin stops at pluggy's hook caller: everything above it is pytest
-    machinery). If a frame's code is in `owned`, the walk ends and None is
-    returned: the caller already holds a better stack for this event (a
-    Session acquiring its connection). `f_lasti` is stored rather than `f_lineno`, which Python
-    computes from the line table on every access; lines are resolved when a
-    finding is formatted.
+    after `limit` frames or at the first frame whose code's id is in `stop`
+    (the pytest plugin stops at pluggy's hook caller: everything above it is
+    pytest machinery). If a frame's code's id is in `owned`, the walk ends and
+    None is returned: the caller already holds a better stack for this event
+    (a Session acquiring its connection). Build both sets with `code_ids`.
+    `f_lasti` is stored rather than `f_lineno`, which Python computes from the
+    line table on every access (and a frame that goes on running moves on);
+    lines are resolved when a finding is formatted.
 
     Under asyncio, SQLAlchemy runs the sync pool code in a child greenlet whose
     frame chain stops at the greenlet's entry; the user's coroutine frames live
     in the parent greenlet, so the walk continues at
     `greenlet.getcurrent().parent.gr_frame`.
     """
-    out: list[object] = []
-    append = out.append
     frame: FrameType | None
     try:
         frame = sys._getframe(skip + 1)
     except ValueError:
         return EMPTY
+    out: list[object] = []
+    append = out.append
     n = 0
     while frame is not None:
         code = frame.f_code
-        if code in stop:
+        key = id(code)
+        if key in stop:
             return tuple(out)
-        if code in owned:
+        if key in owned:
             return None
         append(code)
         append(frame.f_lasti)
-        frame = frame.f_back
         n += 1
         if n >= limit:
             return tuple(out)
+        frame = frame.f_back
     greenlet_mod = sys.modules.get("greenlet")
     if greenlet_mod is not None:
         parent = getattr(greenlet_mod.getcurrent(), "parent", None)
         frame = getattr(parent, "gr_frame", None) if parent is not None else None
         while frame is not None and n < limit:
             code = frame.f_code
-            if code in stop:
+            if id(code) in stop:
                 break
             append(code)
             append(frame.f_lasti)

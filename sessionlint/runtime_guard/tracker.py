@@ -53,7 +53,7 @@ from sqlalchemy.util import ScopedRegistry, ThreadLocalRegistry
 from sessionlint.runtime_guard import server as _server
 from sessionlint.runtime_guard.codes import name_of
 from sessionlint.runtime_guard.settings import GuardSettings
-from sessionlint.runtime_guard.stack import EMPTY, RawStack, capture, format_stack, innermost_user_frame
+from sessionlint.runtime_guard.stack import EMPTY, RawStack, capture, code_ids, format_stack, innermost_user_frame
 
 __all__ = ["Finding", "GuardWarning", "Scope", "Tracker"]
 
@@ -373,8 +373,11 @@ class Tracker:
         self.errors: list[str] = []
         self.stats = Stats()
         self._limit = self.settings.stack_limit
-        self._stop: frozenset[CodeType] = frozenset()
-        self._owned = _session_connection_codes()
+        # Code objects ending a stack walk, and their ids (what `capture` compares).
+        self._stop_codes: frozenset[CodeType] = frozenset()
+        self._stop = code_ids(self._stop_codes)
+        self._owned_codes = _session_connection_codes()
+        self._owned = code_ids(self._owned_codes)
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
 
     def stop_stacks_at(self, *functions: Callable[..., Any]) -> None:
@@ -384,7 +387,8 @@ class Tracker:
         pytest's, so the walk (and its cost) ends there.
         """
         codes = {getattr(fn, "__code__", None) for fn in functions}
-        self._stop = self._stop | frozenset(c for c in codes if isinstance(c, CodeType))
+        self._stop_codes = self._stop_codes | frozenset(c for c in codes if isinstance(c, CodeType))
+        self._stop = code_ids(self._stop_codes)
 
     # -- install / uninstall ------------------------------------------------
 
