@@ -24,14 +24,13 @@ class ServerTx:
     query: str | None
 
 
-def mysql_wait_timeout(conn: Any) -> int | None:
-    """`@@SESSION.wait_timeout` read on the DBAPI connection behind a Core Connection.
+def mysql_wait_timeout(proxied: Any) -> int | None:
+    """`@@SESSION.wait_timeout` read on a pool's proxied DBAPI connection.
 
-    Called from `engine_connect`, where the Connection has just been handed its
-    pooled connection, so `conn.connection` (the pool's proxied connection) is
-    valid and no statement or transaction of the application is in progress.
+    Called from the pool's `checkout` event, where the connection has just
+    been checked out, so it is valid and no statement or transaction of the
+    application is in progress on it.
     """
-    proxied = conn.connection
     cursor = proxied.cursor()
     try:
         cursor.execute("SELECT @@SESSION.wait_timeout")

@@ -39,7 +39,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from types import CodeType
+from types import CodeType, FunctionType
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -141,14 +141,13 @@ class Scope:
 
 
 class _Checkout:
-    __slots__ = ("record_ref", "proxy_ref", "pool", "thread_ident", "thread", "start", "stack", "scope", "reported")
+    __slots__ = ("record_ref", "proxy_ref", "pool", "thread", "start", "stack", "scope", "reported")
 
     def __init__(
         self,
         record_ref: weakref.ref[Any],
         proxy_ref: weakref.ref[Any] | None,
         pool: Any,
-        thread_ident: int,
         thread: str,
         start: float,
         stack: RawStack,
@@ -157,7 +156,6 @@ class _Checkout:
         self.record_ref = record_ref
         self.proxy_ref = proxy_ref
         self.pool = pool
-        self.thread_ident = thread_ident
         self.thread = thread
         self.start = start
         self.stack = stack
@@ -217,9 +215,11 @@ class _SessionState:
 
 
 class _PoolInfo:
+    """What a pool is: its engine's URL (password hidden) and dialect, if an engine was found."""
+
     __slots__ = ("pool_ref", "url", "dialect")
 
-    def __init__(self, pool_ref: weakref.ref[Any], url: str, dialect: str) -> None:
+    def __init__(self, pool_ref: weakref.ref[Any], url: str | None, dialect: str) -> None:
         self.pool_ref = pool_ref
         self.url = url
         self.dialect = dialect
@@ -236,18 +236,63 @@ class Stats:
     findings: int = 0
 
 
+class _Counts:
+    """One thread's counters; only that thread writes them."""
+
+    __slots__ = ("checkouts", "checkins", "transactions", "session_transactions")
+
+    def __init__(self) -> None:
+        self.checkouts = 0
+        self.checkins = 0
+        self.transactions = 0
+        self.session_transactions = 0
+
+
+class _ThreadState(threading.local):
+    """One thread's view of a tracker: suspended or not, and its own counters.
+
+    Each thread counts in its own `_Counts`, so the hot path needs no lock and
+    loses no count; `Tracker.stats` sums them. (A `threading.local` is one
+    object with per-thread attributes, hence the separate counter objects,
+    one small object per thread that ever produced an event.)
+    """
+
+    def __init__(self, counters: list[_Counts]) -> None:
+        self.off = False
+        self.counts = _Counts()
+        counters.append(self.counts)
+
+
 # -- process-wide patches ---------------------------------------------------
 #
-# Two things have no SQLAlchemy event: a checkout waiting on an exhausted
-# QueuePool, and the creation of a scoped_session registry. For those the guard
-# wraps `QueuePool.connect` and `scoped_session.__init__` while at least one
-# tracker is installed, and restores the classes exactly when the last one is
-# uninstalled. The wrappers dispatch to every installed tracker.
+# Some things have no SQLAlchemy event: a checkout waiting on an exhausted
+# QueuePool, the creation of a scoped_session registry, the creation of an
+# Engine (which tells a pool's URL). Others have events that are too dear:
+# any ConnectionEvents listener on the Engine class sets `Engine._has_events`,
+# after which SQLAlchemy dispatches (mostly empty) event collections around
+# every connect and statement, which alone cost ~7% of a small ORM unit of
+# work, more than the guard's whole budget (benchmarks/guard_overhead.py).
+# So Core transactions and statements are followed by wrapping the
+# `Connection` methods that fire those events (`_begin_impl`, `_commit_impl`,
+# `_rollback_impl`, `_execute_context`; engine/base.py) at the same point;
+# if a SQLAlchemy version lacks one of them, the guard listens to the
+# ConnectionEvents instead (`_CORE_BY_PATCH`).
+#
+# The wrappers are installed while at least one tracker is, restored exactly
+# when the last one is uninstalled, and dispatch to every installed tracker.
+# `_ACTIVE` is a tuple, replaced whole under `_ACTIVE_LOCK`, so a wrapper
+# reads it without a lock.
 
-_ACTIVE: list[Tracker] = []
+_ACTIVE: tuple[Tracker, ...] = ()
 _ACTIVE_LOCK = threading.Lock()
 _MISSING = object()
-_saved: dict[str, Any] = {}
+# (class, attribute, what the class's own __dict__ held before, or _MISSING).
+_saved: list[tuple[type, str, Any]] = []
+# Engines seen (created while patched, or found by `install`), to name pools.
+_ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+_CORE_METHODS = ("_begin_impl", "_commit_impl", "_rollback_impl", "_execute_context")
+_CORE_BY_PATCH = all(isinstance(Connection.__dict__.get(name), FunctionType) for name in _CORE_METHODS)
 
 
 def _registry_classes() -> list[type]:
@@ -261,69 +306,119 @@ def _registry_classes() -> list[type]:
     return classes
 
 
+def _patch(cls: type, name: str, make: Callable[[Any], Callable[..., Any]]) -> None:
+    """Replace `cls.name` by `make(original)`, remembering how to restore it."""
+    original = getattr(cls, name)
+    _saved.append((cls, name, cls.__dict__.get(name, _MISSING)))
+    wrapper = make(original)
+    wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+    wrapper.__sessionguard__ = True  # type: ignore[attr-defined]
+    setattr(cls, name, wrapper)
+
+
 def _apply_patches() -> None:
-    base_connect: Callable[[Any], Any] = QueuePool.connect
-    _saved["QueuePool.connect"] = QueuePool.__dict__.get("connect", _MISSING)
-
-    def connect(pool: Any) -> Any:
-        # Fast path, the common case: overflow connections can still be made,
-        # so `QueuePool._do_get` cannot block.
-        try:
-            if pool._max_overflow < 0 or pool._overflow < pool._max_overflow:
+    def make_connect(base_connect: Callable[[Any], Any]) -> Callable[..., Any]:
+        def connect(pool: Any) -> Any:
+            # Fast path, the common case: overflow connections can still be
+            # made, so `QueuePool._do_get` cannot block.
+            try:
+                if pool._max_overflow < 0 or pool._overflow < pool._max_overflow:
+                    return base_connect(pool)
+            except AttributeError:
                 return base_connect(pool)
-        except AttributeError:
-            return base_connect(pool)
-        trackers = _ACTIVE[:]
-        waiting = False
-        for tracker in trackers:
-            waiting = tracker._pool_full(pool) or waiting
-        if not waiting:
-            return base_connect(pool)
-        stack = capture(1) or EMPTY
-        start = time.monotonic()
-        try:
-            result = base_connect(pool)
-        except sa_exc.TimeoutError:
+            trackers = _ACTIVE
+            waiting = False
             for tracker in trackers:
-                tracker._pool_waited(pool, stack, time.monotonic() - start, timed_out=True)
-            raise
-        for tracker in trackers:
-            tracker._pool_waited(pool, stack, time.monotonic() - start, timed_out=False)
-        return result
+                waiting = tracker._pool_full(pool) or waiting
+            if not waiting:
+                return base_connect(pool)
+            stack = capture(1) or EMPTY
+            start = time.monotonic()
+            try:
+                result = base_connect(pool)
+            except sa_exc.TimeoutError:
+                for tracker in trackers:
+                    tracker._pool_waited(pool, stack, time.monotonic() - start, timed_out=True)
+                raise
+            for tracker in trackers:
+                tracker._pool_waited(pool, stack, time.monotonic() - start, timed_out=False)
+            return result
 
-    connect.__wrapped__ = base_connect  # type: ignore[attr-defined]
-    setattr(QueuePool, "connect", connect)  # noqa: B010 - class patch, restored on uninstall
+        return connect
+
+    _patch(QueuePool, "connect", make_connect)
 
     for cls in _registry_classes():
-        original = cls.__dict__["__init__"]
-        _saved[f"{cls.__qualname__}.__init__"] = (cls, original)
 
-        def __init__(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> None:
-            __original(self, *args, **kwargs)
-            for tracker in _ACTIVE[:]:
-                tracker._register_registry(self, capture(1) or EMPTY)
+        def make_registry_init(original: Callable[..., None]) -> Callable[..., None]:
+            def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+                original(self, *args, **kwargs)
+                for tracker in _ACTIVE:
+                    tracker._register_registry(self, capture(1) or EMPTY)
 
-        __init__.__wrapped__ = original  # type: ignore[attr-defined]
-        cls.__init__ = __init__  # type: ignore[misc]
+            return __init__
+
+        _patch(cls, "__init__", make_registry_init)
+
+    def make_engine_init(original: Callable[..., None]) -> Callable[..., None]:
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            _ENGINES.add(self)
+
+        return __init__
+
+    _patch(Engine, "__init__", make_engine_init)
+
+    if not _CORE_BY_PATCH:
+        return
+
+    def make_begin(original: Callable[..., Any]) -> Callable[..., Any]:
+        def _begin_impl(conn: Any, transaction: Any) -> Any:
+            for tracker in _ACTIVE:
+                tracker._on_begin(conn)
+            return original(conn, transaction)
+
+        return _begin_impl
+
+    def make_end(original: Callable[..., Any], how: str) -> Callable[..., Any]:
+        def end(conn: Any) -> Any:
+            for tracker in _ACTIVE:
+                tracker._end_core(conn, how)
+            return original(conn)
+
+        end.__name__ = f"_{how}_impl"
+        return end
+
+    def make_execute(original: Callable[..., Any]) -> Callable[..., Any]:
+        def _execute_context(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            for tracker in _ACTIVE:
+                tracker._on_statement(conn)
+            return original(conn, *args, **kwargs)
+
+        return _execute_context
+
+    _patch(Connection, "_begin_impl", make_begin)
+    _patch(Connection, "_commit_impl", lambda original: make_end(original, "commit"))
+    _patch(Connection, "_rollback_impl", lambda original: make_end(original, "rollback"))
+    _patch(Connection, "_execute_context", make_execute)
 
 
 def _restore_patches() -> None:
-    saved_connect = _saved.pop("QueuePool.connect", _MISSING)
-    if saved_connect is _MISSING:
-        with contextlib.suppress(AttributeError):
-            delattr(QueuePool, "connect")
-    else:
-        setattr(QueuePool, "connect", saved_connect)  # noqa: B010
-    for key in [k for k in _saved if k.endswith(".__init__")]:
-        cls, original = _saved.pop(key)
-        cls.__init__ = original
+    while _saved:
+        cls, name, before = _saved.pop()
+        if before is _MISSING:
+            with contextlib.suppress(AttributeError):
+                delattr(cls, name)
+        else:
+            setattr(cls, name, before)
 
 
 def patches_applied() -> bool:
     """True while the guard's class patches are in place (for uninstall checks)."""
-    return "connect" in QueuePool.__dict__ or any(
-        getattr(cls.__dict__.get("__init__"), "__wrapped__", None) is not None for cls in _registry_classes()
-    )
+    targets: list[tuple[type, str]] = [(QueuePool, "connect"), (Engine, "__init__")]
+    targets += [(cls, "__init__") for cls in _registry_classes()]
+    targets += [(Connection, name) for name in _CORE_METHODS]
+    return any(getattr(cls.__dict__.get(name), "__sessionguard__", False) for cls, name in targets)
 
 
 def _session_connection_codes() -> frozenset[CodeType]:
@@ -357,7 +452,9 @@ class Tracker:
         # dicts are iterated over `.copy()`, which does not allocate GC-tracked
         # objects midway and so cannot be interrupted by such a finalizer.
         self._lock = threading.RLock()
-        self._tls = threading.local()
+        self._counters: list[_Counts] = []
+        self._tls = _ThreadState(self._counters)
+        self._findings_count = 0
         self._seq = itertools.count()
         self._checkouts: dict[int, _Checkout] = {}
         self._detached: dict[int, _Checkout] = {}
@@ -371,7 +468,6 @@ class Tracker:
         self.root = Scope("<run>", self.settings, kind="run")
         self._active: list[Scope] = [self.root]
         self.errors: list[str] = []
-        self.stats = Stats()
         self._limit = self.settings.stack_limit
         # Code objects ending a stack walk, and their ids (what `capture` compares).
         self._stop_codes: frozenset[CodeType] = frozenset()
@@ -379,6 +475,18 @@ class Tracker:
         self._owned_codes = _session_connection_codes()
         self._owned = code_ids(self._owned_codes)
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
+
+    @property
+    def stats(self) -> Stats:
+        """A snapshot of the counters, summed over threads."""
+        counters = self._counters[:]
+        return Stats(
+            checkouts=sum(c.checkouts for c in counters),
+            checkins=sum(c.checkins for c in counters),
+            transactions=sum(c.transactions for c in counters),
+            session_transactions=sum(c.session_transactions for c in counters),
+            findings=self._findings_count,
+        )
 
     def stop_stacks_at(self, *functions: Callable[..., Any]) -> None:
         """End captured stacks at these functions' frames (a framework's own machinery).
@@ -405,15 +513,19 @@ class Tracker:
             (Pool, "checkin", self._on_checkin),
             (Pool, "detach", self._on_detach),
             (Pool, "close_detached", self._on_close_detached),
-            (Engine, "engine_connect", self._on_engine_connect),
-            (Engine, "begin", self._on_begin),
-            (Engine, "commit", self._on_commit),
-            (Engine, "rollback", self._on_rollback),
-            (Engine, "before_cursor_execute", self._on_before_cursor_execute),
             (Session, "after_transaction_create", self._on_tx_create),
             (Session, "after_begin", self._on_after_begin),
             (Session, "after_transaction_end", self._on_tx_end),
-        ]
+        ] + (
+            []
+            if _CORE_BY_PATCH
+            else [
+                (Engine, "begin", self._on_begin),
+                (Engine, "commit", self._on_commit),
+                (Engine, "rollback", self._on_rollback),
+                (Engine, "before_cursor_execute", self._on_before_cursor_execute),
+            ]
+        )
 
     def install(self) -> Tracker:
         """Listen on every pool, engine and session in the process. Idempotent."""
@@ -423,15 +535,19 @@ class Tracker:
         for target, name, fn in table:
             event.listen(target, name, fn)
         self._listeners = table
+        global _ACTIVE
         with _ACTIVE_LOCK:
             if not _ACTIVE:
                 _apply_patches()
-            _ACTIVE.append(self)
-        # Registries created before install (e.g. by a module imported from a
-        # conftest before the plugin configured) are found once, here.
+            _ACTIVE = (*_ACTIVE, self)
+        # Registries and engines created before install (e.g. by a module
+        # imported from a conftest before the plugin configured) are found
+        # once, here.
         for obj in gc.get_objects():
             if isinstance(obj, scoped_session):
                 self._register_registry(obj, EMPTY)
+            elif isinstance(obj, Engine):
+                _ENGINES.add(obj)
             else:
                 cls_name = type(obj).__name__
                 if cls_name == "async_scoped_session":
@@ -444,9 +560,10 @@ class Tracker:
             if event.contains(target, name, fn):
                 event.remove(target, name, fn)
         self._listeners = []
+        global _ACTIVE
         with _ACTIVE_LOCK:
             if self in _ACTIVE:
-                _ACTIVE.remove(self)
+                _ACTIVE = tuple(t for t in _ACTIVE if t is not self)
                 if not _ACTIVE:
                     _restore_patches()
 
@@ -581,7 +698,9 @@ class Tracker:
                         continue
                     record = co.record_ref()
                     if record is None:
-                        del table[key]
+                        # Checkin pops without the lock; drop only our entry.
+                        if table.get(key) is co:
+                            table.pop(key, None)
                         continue
                     if key in held_records:
                         co.scope = held_records[key]
@@ -601,12 +720,12 @@ class Tracker:
             scope._waits.clear()
             # 5. Forget Core transactions of connections that were collected.
             for key, tx in self._core.copy().items():
-                if tx.conn_ref() is None:
-                    del self._core[key]
+                if tx.conn_ref() is None and self._core.get(key) is tx:
+                    self._core.pop(key, None)
             for finding in findings:
                 if not scope.allows(finding.code):
                     scope.findings.append(finding)
-                    self.stats.findings += 1
+                    self._findings_count += 1
             scope.closed = True
         return list(scope.findings)
 
@@ -629,11 +748,11 @@ class Tracker:
         if target is not scope:
             finding = replace(finding, scope=target.name)
         target.findings.append(finding)
-        self.stats.findings += 1
+        self._findings_count += 1
 
     def _pool_label(self, pool_id: int | None) -> str:
         info = self._pools.get(pool_id) if pool_id is not None else None
-        return info.url if info is not None else "a pool"
+        return info.url if info is not None and info.url else "a pool"
 
     def _engine_of(self, pool_id: int | None) -> str | None:
         info = self._pools.get(pool_id) if pool_id is not None else None
@@ -754,17 +873,18 @@ class Tracker:
     # -- listener plumbing --------------------------------------------------
 
     def _off(self) -> bool:
-        return bool(getattr(self._tls, "off", False))
+        return self._tls.off
 
     @contextlib.contextmanager
     def suspended(self) -> Iterator[None]:
         """Ignore events raised by this thread (the guard's own queries)."""
-        previous = getattr(self._tls, "off", False)
-        self._tls.off = True
+        tls = self._tls
+        previous = tls.off
+        tls.off = True
         try:
             yield
         finally:
-            self._tls.off = previous
+            tls.off = previous
 
     def _internal_error(self, where: str, exc: BaseException) -> None:
         message = f"sessionguard: internal error in {where}: {exc!r} (the application was not affected)"
@@ -803,49 +923,78 @@ class Tracker:
     # -- pool events (PoolEvents) -------------------------------------------
 
     def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if self._off():
+        # The hot path: runs on every checkout. No lock: one dict store is
+        # atomic under the GIL, counters are per thread, and readers iterate
+        # copies (`dict.copy()` runs no Python code, so it is atomic too).
+        tls = self._tls
+        if tls.off:
             return
         try:
-            thread = threading.current_thread()
-            co = _Checkout(
+            pool = getattr(proxy, "_pool", None)
+            if pool is not None:
+                info = self._pools.get(id(pool))
+                if info is None or info.pool_ref() is not pool:
+                    self._learn_pool(pool, proxy)
+            self._checkouts[id(record)] = _Checkout(
                 weakref.ref(record),
                 weakref.ref(proxy) if proxy is not None else None,
-                getattr(proxy, "_pool", None),
-                thread.ident or 0,
-                thread.name,
+                pool,
+                threading.current_thread().name,
                 self._clock(),
                 # None inside a Session's connection acquisition: after_begin
                 # gives this checkout the session's stack.
                 capture(1, self._limit, self._stop, self._owned) or EMPTY,
                 self._active[-1],
             )
-            with self._lock:
-                self._checkouts[id(record)] = co
-                self.stats.checkouts += 1
+            tls.counts.checkouts += 1
         except Exception as exc:  # noqa: BLE001 - listeners never raise into the app
             self._internal_error("checkout", exc)
 
     def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
         # `dbapi_connection` may be None when the connection was invalidated
         # (PoolEvents.checkin docs), so everything is keyed by the record.
-        if self._off():
+        tls = self._tls
+        if tls.off:
             return
         try:
-            with self._lock:
-                co = self._checkouts.pop(id(record), None)
-                self.stats.checkins += 1
-                if co is None or co.record_ref() is not record:
-                    return
-                # The fairy (proxy) is alive during an explicit close; if it is
-                # already gone, the garbage collector is returning the record.
-                if co.proxy_ref is not None and co.proxy_ref() is None and not co.reported:
-                    owner = self._record_session.get(id(record))
-                    if owner is None or owner not in self._sessions:
+            tls.counts.checkins += 1
+            co = self._checkouts.pop(id(record), None)
+            if co is None or co.record_ref() is not record:
+                return
+            # The fairy (proxy) is alive during an explicit close; if it is
+            # already gone, the garbage collector is returning the record.
+            if co.proxy_ref is not None and co.proxy_ref() is None and not co.reported:
+                owner = self._record_session.get(id(record))
+                if owner is None or owner not in self._sessions:
+                    with self._lock:
                         co.reported = True
                         self._add(co.scope, self._checkout_finding(co.scope, co, collected=True))
+            if self._record_session:
                 self._record_session.pop(id(record), None)
         except Exception as exc:  # noqa: BLE001
             self._internal_error("checkin", exc)
+
+    def _learn_pool(self, pool: Any, proxy: Any) -> None:
+        """The first checkout this tracker sees from `pool`: name it, and check SES906 once.
+
+        The pool's engine (for its URL and dialect) is the known engine whose
+        `pool` it is; `dispose()` gives an engine a new pool, so this runs
+        again for it. A pool made without an engine stays "a pool".
+        """
+        engine = next((e for e in list(_ENGINES) if getattr(e, "pool", None) is pool), None)
+        key = id(pool)
+        dead = self._dead
+
+        def gone(ref: weakref.ref[Any], key: int = key) -> None:
+            dead.append(("pool", key, ref))
+
+        if engine is None:
+            info = _PoolInfo(weakref.ref(pool, gone), None, "")
+        else:
+            info = _PoolInfo(weakref.ref(pool, gone), engine.url.render_as_string(hide_password=True), engine.dialect.name)
+        self._pools[key] = info
+        if info.dialect in _MYSQL_DIALECTS and proxy is not None:
+            self._check_recycle(proxy, pool, info)
 
     def _on_detach(self, dbapi_connection: Any, record: Any) -> None:
         # A detached DBAPI connection leaves the pool; the user must close it
@@ -919,41 +1068,16 @@ class Tracker:
 
     # -- engine events (ConnectionEvents) -------------------------------------
 
-    def _on_engine_connect(self, conn: Any, *args: Any) -> None:
-        # *args: SQLAlchemy 1.4 also passes `branch`.
-        if self._off():
-            return
-        try:
-            engine = conn.engine
-            pool = engine.pool
-            info = self._pools.get(id(pool))
-            if info is not None and info.pool_ref() is pool:
-                return
-            url = engine.url.render_as_string(hide_password=True)
-            key = id(pool)
-            dead = self._dead
-
-            def gone(ref: weakref.ref[Any], key: int = key) -> None:
-                dead.append(("pool", key, ref))
-
-            info = _PoolInfo(weakref.ref(pool, gone), url, engine.dialect.name)
-            with self._lock:
-                self._pools[key] = info
-            if info.dialect in _MYSQL_DIALECTS:
-                self._check_recycle(conn, pool, info)
-        except Exception as exc:  # noqa: BLE001
-            self._internal_error("engine_connect", exc)
-
-    def _check_recycle(self, conn: Any, pool: Any, info: _PoolInfo) -> None:
+    def _check_recycle(self, proxied: Any, pool: Any, info: _PoolInfo) -> None:
         """SES906: compare `pool_recycle` with the server's `@@wait_timeout`, once per pool.
 
-        The query runs on the raw DBAPI cursor of the connection being handed
+        The query runs on the raw DBAPI cursor of the connection being checked
         out, so SQLAlchemy sees no statement and no transaction (it is a
         session variable read; it touches no InnoDB table).
         """
         recycle = getattr(pool, "_recycle", -1)
         with self.suspended():
-            wait_timeout = _server.mysql_wait_timeout(conn)
+            wait_timeout = _server.mysql_wait_timeout(proxied)
         if wait_timeout is None:
             return
         if recycle is not None and 0 <= recycle < wait_timeout:
@@ -971,7 +1095,7 @@ class Tracker:
             "SES906",
             message,
             self._active[-1].name,
-            capture(2, self._limit, self._stop) or EMPTY,
+            capture(1, self._limit, self._stop) or EMPTY,
             thread=threading.current_thread().name,
             engine=info.url,
         )
@@ -979,7 +1103,8 @@ class Tracker:
             self._add(self._active[-1], finding)
 
     def _on_begin(self, conn: Any) -> None:
-        if self._off():
+        tls = self._tls
+        if tls.off:
             return
         try:
             thread = threading.current_thread()
@@ -994,9 +1119,8 @@ class Tracker:
                 self._active[-1],
                 id(conn.engine.pool),
             )
-            with self._lock:
-                self._core[key] = tx
-                self.stats.transactions += 1
+            self._core[key] = tx
+            tls.counts.transactions += 1
         except Exception as exc:  # noqa: BLE001
             self._internal_error("begin", exc)
 
@@ -1007,14 +1131,15 @@ class Tracker:
         self._end_core(conn, "rollback")
 
     def _end_core(self, conn: Any, how: str) -> None:
-        if self._off():
+        if self._tls.off:
             return
         try:
-            with self._lock:
-                tx = self._core.get(id(conn))
-                if tx is None or tx.conn_ref() is not conn:
-                    return
-                del self._core[id(conn)]
+            tx = self._core.pop(id(conn), None)
+            if tx is None:
+                return
+            if tx.conn_ref() is not conn:
+                # A stale entry of a collected connection whose id was reused.
+                return
             self._check_thread(tx, how)
             if tx.session_owned:
                 return  # the session reports its own transaction
@@ -1044,15 +1169,19 @@ class Tracker:
     def _on_before_cursor_execute(
         self, conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool
     ) -> None:
-        if self._off():
-            return
+        self._on_statement(conn)
+
+    def _on_statement(self, conn: Any) -> None:
+        """A statement on `conn`: SES905 if its transaction began on another thread."""
         try:
             tx = self._core.get(id(conn))
-            if tx is None or tx.thread_ident == threading.get_ident() or tx.conn_ref() is not conn:
+            if tx is None or tx.thread_ident == threading.get_ident():
+                return
+            if self._tls.off or tx.conn_ref() is not conn:
                 return
             self._check_thread(tx, "a statement")
         except Exception as exc:  # noqa: BLE001
-            self._internal_error("before_cursor_execute", exc)
+            self._internal_error("statement", exc)
 
     def _check_thread(self, tx: _CoreTx, what: str) -> None:
         """SES905: reported once per transaction and foreign thread."""
@@ -1089,7 +1218,8 @@ class Tracker:
     def _on_tx_create(self, session: Any, transaction: Any) -> None:
         # Only the outermost transaction is timed: the SessionEvents docs
         # identify it by `transaction.parent is None`.
-        if transaction.parent is not None or self._off():
+        tls = self._tls
+        if transaction.parent is not None or tls.off:
             return
         try:
             if self._dead:
@@ -1110,9 +1240,8 @@ class Tracker:
                 capture(1, self._limit, self._stop) or EMPTY,
                 self._active[-1],
             )
-            with self._lock:
-                self._sessions[key] = state
-                self.stats.session_transactions += 1
+            self._sessions[key] = state
+            tls.counts.session_transactions += 1
         except Exception as exc:  # noqa: BLE001
             self._internal_error("after_transaction_create", exc)
 
