@@ -58,6 +58,11 @@ from sessionlint.runtime_guard.stack import EMPTY, RawStack, capture, code_ids, 
 __all__ = ["Finding", "GuardWarning", "Scope", "Tracker"]
 
 _MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
+# Frames a listener's stack capture skips: the listener itself, SQLAlchemy's
+# event dispatcher (`_ListenerCollection.__call__`) and the SQLAlchemy method
+# that fired the event. All three are always SQLAlchemy's or the guard's, so
+# no reported frame is lost.
+_LISTENER_SKIP = 3
 
 
 class GuardWarning(UserWarning):
@@ -942,8 +947,11 @@ class Tracker:
                 threading.current_thread().name,
                 self._clock(),
                 # None inside a Session's connection acquisition: after_begin
-                # gives this checkout the session's stack.
-                capture(1, self._limit, self._stop, self._owned) or EMPTY,
+                # gives this checkout the session's stack. Skipped: this
+                # listener, SQLAlchemy's dispatcher and the pool method that
+                # fired the event (`sys._getframe` jumps over them without
+                # building frame objects).
+                capture(_LISTENER_SKIP, self._limit, self._stop, self._owned) or EMPTY,
                 self._active[-1],
             )
             tls.counts.checkouts += 1
@@ -1115,7 +1123,8 @@ class Tracker:
                 thread.name,
                 self._clock(),
                 next(self._seq),
-                capture(1, self._limit, self._stop, self._owned) or EMPTY,
+                # Skipped: this listener and the wrapper or dispatcher calling it.
+                capture(2, self._limit, self._stop, self._owned) or EMPTY,
                 self._active[-1],
                 id(conn.engine.pool),
             )
@@ -1237,7 +1246,7 @@ class Tracker:
                 thread.name,
                 self._clock(),
                 next(self._seq),
-                capture(1, self._limit, self._stop) or EMPTY,
+                capture(_LISTENER_SKIP, self._limit, self._stop) or EMPTY,
                 self._active[-1],
             )
             self._sessions[key] = state
