@@ -22,7 +22,7 @@ from typing import Any
 from sessionlint.diagnostics import Diagnostic, FileResult
 
 CACHE_DIR = ".sessionlint_cache"
-_FORMAT = 1
+_FORMAT = 2
 
 
 def content_hash(data: bytes) -> str:
@@ -72,19 +72,19 @@ class ResultCache:
         )
         return self
 
-    def result(self, path: str, display: str, digest: str, changed: set[str], names_clean: bool) -> FileResult | None:
-        """The cached result for ``path`` if nothing it depends on changed."""
+    def result(self, path: str, display: str, digest: str, changed: dict[str, bytes]) -> FileResult | None:
+        """The cached result for ``path`` if nothing it depends on changed (``changed``:
+        path -> new contents of every project file that changed since the last run)."""
         entry = self.state.entries.get(path)
-        if entry is None or entry["hash"] != digest or not names_clean:
+        if entry is None or entry["hash"] != digest:
             return None
-        if changed and (entry["project_scan"] or not changed.isdisjoint(entry["deps"])):
-            return None
-        return FileResult(
-            display,
-            [_unpack(display, item) for item in entry["diagnostics"]],
-            deps=list(entry["deps"]),
-            project_scan=entry["project_scan"],
-        )
+        if changed:
+            if not changed.keys().isdisjoint(entry["deps"]) or not changed.keys().isdisjoint(entry["scan_inputs"]):
+                return None
+            tokens = [t.encode() for t in entry["scan_tokens"]]
+            if tokens and any(t in data for data in changed.values() for t in tokens):
+                return None
+        return FileResult(display, [_unpack(display, item) for item in entry["diagnostics"]])
 
     def store(self, path: str, digest: str, result: FileResult) -> None:
         if result.errors:
@@ -93,7 +93,8 @@ class ResultCache:
         self.state.entries[path] = {
             "hash": digest,
             "deps": sorted(result.deps),
-            "project_scan": result.project_scan,
+            "scan_inputs": result.scan_inputs,
+            "scan_tokens": result.scan_tokens,
             "diagnostics": [_pack(d) for d in result.diagnostics],
         }
 

@@ -32,8 +32,10 @@ from sessionlint.suppress import is_suppressed, noqa_lines
 
 
 def _ast_syntax_error(source: str) -> tuple[int, int, str] | None:
+    from sessionlint.analysis.project import check_syntax
+
     try:
-        ast.parse(source)
+        check_syntax(source)
     except SyntaxError as exc:
         return exc.lineno or 1, exc.offset or 1, exc.msg
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
@@ -100,14 +102,15 @@ class Checker:
         """
         result = FileResult(path)
         real = index_path or path
-        self.index.touched = set()
-        self.index.used_project_scan = False
+        index = self.index
+        index.touched, index.scan_inputs, index.scan_tokens = set(), set(), set()
         try:
             self._check(source, path, real, index_path, data, result)
         finally:
             own = os.path.abspath(real)
-            result.deps = sorted(p for p in self.index.touched if p != own)
-            result.project_scan = self.index.used_project_scan
+            result.deps = sorted(p for p in index.touched if p != own)
+            result.scan_inputs = sorted(index.scan_inputs)
+            result.scan_tokens = sorted(index.scan_tokens)
         return result
 
     def _check(
@@ -118,6 +121,7 @@ class Checker:
         else:
             self.index.add_file(real)
         stage2 = source
+        apis: frozenset[str] = frozenset()
         if self.stage1:
             # Stage 1: only files, and top-level blocks, holding a candidate site go on.
             plan = self.relevance.plan(os.path.abspath(real), data if data is not None else source.encode("utf-8", "surrogatepass"))
@@ -127,6 +131,7 @@ class Checker:
                     result.diagnostics.append(self.input_error("SES001", path, *problem))
                 return
             stage2 = plan.reduce(source)
+            apis = plan.apis
         try:
             module = cst.parse_module(stage2)
         except cst.ParserSyntaxError as exc:
@@ -136,7 +141,7 @@ class Checker:
         except (RecursionError, MemoryError) as exc:
             result.diagnostics.append(self.input_error("SES001", path, 1, 1, type(exc).__name__))
             return
-        reports = self._run_rules(module, real, result)
+        reports = self._run_rules(module, real, result, (data, apis) if self.stage1 and data is not None else None)
         if reports:
             result.diagnostics.extend(self._diagnostics(module, source, path, reports))
         result.diagnostics.sort()
@@ -163,8 +168,12 @@ class Checker:
                 out.extend(codes)
         return tuple(out)
 
-    def _run_rules(self, module: cst.Module, path: str, result: FileResult) -> list[Report]:
+    def _run_rules(
+        self, module: cst.Module, path: str, result: FileResult, stage1: tuple[bytes, frozenset[str]] | None = None
+    ) -> list[Report]:
         rule_classes = self._rules_for(path)
+        if stage1 is not None:
+            rule_classes = [r for r in rule_classes if r.may_apply(*stage1)]
         if not rule_classes:
             return []
         ctx = FileContext(path, module, self.index)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,14 @@ if TYPE_CHECKING:
 # Fewer files than this per worker are not worth a process.
 _MIN_FILES_PER_JOB = 8
 _CHUNK = 4
+
+
+@dataclass
+class RunStats:
+    """What a run did, for tests and benchmarks: files checked vs reused from the cache."""
+
+    checked: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,9 @@ def project_settings(paths: Sequence[str], config: str | None = None) -> Setting
     return load_settings(config_path, root)
 
 
-def check_files(settings: Settings, files: Sequence[str], options: RunOptions = RunOptions()) -> list[FileResult]:
+def check_files(
+    settings: Settings, files: Sequence[str], options: RunOptions = RunOptions(), stats: RunStats | None = None
+) -> list[FileResult]:
     """Check ``files`` (paths as given for display), in order, reusing cached results."""
     gc.set_threshold(100_000, 50, 100)  # LibCST trees are large; the default collects constantly
     root = settings.root
@@ -94,21 +105,25 @@ def check_files(settings: Settings, files: Sequence[str], options: RunOptions = 
     if options.use_cache:
         cache.load()
     previous = cache.state
-    changed = {path for path, digest in hashes.items() if previous.hashes.get(path) != digest}
+    changed = {path: data[path] for path, digest in hashes.items() if previous.hashes.get(path) != digest}
 
     index: ProjectIndex | None = None
     relevance: Relevance | None = None
-    names_clean = False
+    # Stage 1's project-wide names: reusable when no changed file exports a new one;
+    # otherwise recomputed, and files spelling an added name are checked again.
+    names_ok = False
+    added = re.compile(rb"(?!x)x")  # matches nothing
     if options.use_cache and options.stage1 and previous.names is not None:
-        if not changed:
-            names_clean = True
-        else:
+        names_ok = True
+        old_names = frozenset(previous.names)
+        if changed:  # an unchanged tree needs no index at all
             index = _index(settings, files, project, data)
             relevance = Relevance(index)
-            relevance.seed(frozenset(previous.names), frozenset(previous.modules), _exports(previous.exports))
-            names_clean = relevance.still_valid(
-                frozenset(previous.names), _exports(previous.exports), {p: data[p] for p in changed}
-            )
+            relevance.seed(old_names, frozenset(previous.modules), _exports(previous.exports))
+        if index is not None and relevance is not None and relevance.added_names(old_names, changed):
+            relevance = Relevance(index)
+            new_names = relevance.project_names() - old_names
+            added = re.compile(rb"\b(?:" + b"|".join(re.escape(n.encode()) for n in sorted(new_names)) + rb")\b")
 
     results: dict[str, FileResult] = {}
     todo: list[str] = []
@@ -116,7 +131,9 @@ def check_files(settings: Settings, files: Sequence[str], options: RunOptions = 
         if path in unreadable:
             results[display] = FileResult(display, [input_error("SES002", display, 1, 1, unreadable[path])])
             continue
-        cached = cache.result(path, display, hashes[path], changed, names_clean) if options.use_cache else None
+        cached = None
+        if options.use_cache and names_ok and not added.search(data[path]):
+            cached = cache.result(path, display, hashes[path], changed)
         if cached is not None:
             results[display] = cached
         else:
@@ -125,19 +142,22 @@ def check_files(settings: Settings, files: Sequence[str], options: RunOptions = 
     if todo:
         if index is None:
             index = _index(settings, files, project, data)
-        if relevance is None or not names_clean:
+        if relevance is None:
             relevance = Relevance(index)
-            if names_clean and previous.names is not None:
+            if names_ok and previous.names is not None:
                 relevance.seed(frozenset(previous.names), frozenset(previous.modules), _exports(previous.exports))
-            elif options.stage1:
-                relevance.project_names()  # once, before workers fork
+        if options.stage1:
+            relevance.project_names()  # once, before workers fork (a no-op when seeded)
         results.update(_run(todo, settings, index, relevance, options))
 
+    if stats is not None:
+        stats.checked = list(todo)
+        stats.reused = [d for d in files if d not in set(todo)]
     if options.use_cache:
         state = cache.state
         state.hashes = hashes
-        if relevance is not None and relevance._names is not None and not names_clean:
-            state.names = sorted(relevance._names)
+        if relevance is not None and relevance.computed:
+            state.names = sorted(relevance.project_names())
             state.modules = sorted(relevance.modules)
             state.exports = {p: sorted(n) for p, n in relevance.exports.items()}
         for display in todo:

@@ -96,6 +96,15 @@ def test_generated_corpus_findings_identical(tmp_path: Path) -> None:
         "def ping():\n    conn = engine.connect()\n    return conn.execute('select 1')\n"
     )
     (app / "views_reexport.py").write_text(users)
+    # A project alias of create_engine: the engine rules' stage 1 must still see it.
+    (app / "compat.py").write_text("from sqlalchemy import create_engine as make_engine\n")
+    (app / "reports.py").write_text(
+        "from app.compat import make_engine\n\n\n"
+        "def report():\n"
+        '    engine = make_engine("mysql+pymysql://u@h/db", max_overflow=-1)\n'
+        "    with engine.connect() as conn:\n"
+        '        return conn.execute("select 1")\n'
+    )
     for n in range(60):
         picked = rng.sample(sources, 3)
         imports: list[str] = []
@@ -121,5 +130,6 @@ def test_generated_corpus_findings_identical(tmp_path: Path) -> None:
     without = lint(tmp_path, files, False)
     assert with_stage1 == without
     codes = {d.code for d in with_stage1}
-    assert {"SES001", "SES101", "SES103"} <= codes, codes  # the corpus does exercise the rules
+    assert {"SES001", "SES101", "SES103", "SES501", "SES502", "SES503"} <= codes, codes  # the rules are exercised
+    assert any(d.code == "SES502" and d.path.endswith("reports.py") for d in with_stage1)
     assert len(with_stage1) > 15

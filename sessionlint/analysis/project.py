@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +115,11 @@ class ProjectIndex:
         # Dependencies of the current file's analysis, for the result cache: the module
         # files resolutions were read from, and whether project-wide scans were used.
         self.touched: set[str] = set()
-        self.used_project_scan = False
+        self.scan_inputs: set[str] = set()
+        self.scan_tokens: set[str] = set()
+        self._removed_deps: tuple[frozenset[str], frozenset[str], frozenset[str]] = (
+            frozenset(), frozenset(), frozenset()
+        )
         for path in files:
             self.add_file(path)
 
@@ -197,11 +202,7 @@ class ProjectIndex:
         name = module_name_for(path, self.root)
         source = self._sources.get(path)
         try:
-            if source is None:
-                with open(path, "rb") as fh:
-                    tree = ast.parse(fh.read(), filename=path)
-            else:
-                tree = ast.parse(source, filename=path)
+            tree = parse_lean(source if source is not None else self.file_bytes(path), path)
         except SyntaxError as exc:
             return ModuleFacts(path, name, parsed=False, syntax_error=(exc.lineno or 1, exc.offset or 1, exc.msg))
         except (OSError, ValueError, RecursionError, MemoryError) as exc:
@@ -259,14 +260,17 @@ class ProjectIndex:
         imports and aliases; also a registry handed to a project helper that removes its
         parameter (``shutdown(db_session)`` with ``def shutdown(r): r.remove()``).
         Files whose bytes do not contain ``remove`` are not parsed for this."""
-        self.used_project_scan = True
         if self._removed is not None:
+            self._note_scan(*self._removed_deps)
             return self._removed
+        outer, self.touched = self.touched, set()
+        inputs: set[str] = set()
         found: set[str] = set()
         helpers: set[bytes] = set()  # names of project functions that remove a parameter
         for path in list(self._files):
             if b"remove" not in self.file_bytes(path):
                 continue
+            inputs.add(path)
             facts = self.scanned_facts(path)
             for qname in facts.removes:
                 kind = self.kind_of(qname)
@@ -277,6 +281,7 @@ class ProjectIndex:
             data = self.file_bytes(path)
             if not any(helper in data for helper in helpers):
                 continue
+            inputs.add(path)
             facts = self.scanned_facts(path)
             for arg, callee, where in facts.passed:
                 callee_kind = self.kind_of(callee)
@@ -291,16 +296,26 @@ class ProjectIndex:
                     if kind is not None and kind.tag == "registry" and kind.origin:
                         found.add(kind.origin)
         self._removed = frozenset(found)
+        tokens = frozenset({"remove", *(h.decode() for h in helpers)})
+        self._removed_deps = (frozenset(inputs), tokens, frozenset(self.touched))
+        self.touched = outer
+        self._note_scan(*self._removed_deps)
         return self._removed
+
+    def _note_scan(self, inputs: frozenset[str], tokens: frozenset[str], touched: frozenset[str]) -> None:
+        """Record, for the result cache, what a project-wide scan depended on: the files
+        it read, the byte tokens that chose them, the modules its resolutions read."""
+        self.scan_inputs |= inputs
+        self.scan_tokens |= tokens
+        self.touched |= touched
 
     def registry_handed_out(self, origin: str) -> bool:
         """Whether the registry ``origin`` is passed as an argument to a callee outside
         the project (a framework or library that may remove it), anywhere in the project."""
-        self.used_project_scan = True
         attr = origin.rsplit(".", 1)[-1].encode()
-        for path in list(self._files):
-            if attr not in self.file_bytes(path):
-                continue
+        inputs = frozenset(p for p in self._files if attr in self.file_bytes(p))
+        self._note_scan(inputs, frozenset({attr.decode()}), frozenset())
+        for path in sorted(inputs):
             facts = self.scanned_facts(path)
             for arg, callee, _where in facts.passed:
                 if not arg.endswith(origin.rsplit(".", 1)[-1]):
@@ -541,6 +556,54 @@ class _Summarizer:
         if isinstance(value, (ast.Name, ast.Attribute)):
             return ValueSummary("alias", self.qualify(value), line=value.lineno)
         return ValueSummary("other", line=getattr(value, "lineno", 0))
+
+
+# Files larger than this are parsed in top-level chunks: one ``ast`` of a 30k-line
+# generated module costs ~150 MB, and CPython keeps that memory once it has grown.
+_BIG_FILE = 256 * 1024
+_CHUNK_START = re.compile(rb"^(?:class |def |async def |@)", re.M)
+
+
+def parse_lean(source: str | bytes, filename: str = "<unknown>") -> ast.Module:
+    """``ast.parse`` for facts: big files are parsed in chunks split before column-0
+    ``def``/``class``/decorator lines, keeping of each class only its methods (all the
+    facts need). Any chunk that does not parse on its own (a split inside a string, a
+    real syntax error) falls back to one whole-file parse, so results never depend on
+    the split."""
+    data = source.encode("utf-8", "surrogatepass") if isinstance(source, str) else source
+    if len(data) <= _BIG_FILE:
+        return ast.parse(source, filename=filename)
+    text = source if isinstance(source, str) else _decoded(data)
+    module = ast.Module(body=[], type_ignores=[])
+    starts = sorted({0, *(m.start() for m in _CHUNK_START.finditer(text.encode("utf-8", "surrogatepass")))})
+    encoded = text.encode("utf-8", "surrogatepass")
+    line = 0
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(encoded)
+        chunk = encoded[start:end]
+        try:
+            tree = ast.parse(chunk, filename=filename)
+        except SyntaxError:
+            return ast.parse(source, filename=filename)  # let the real error (or no error) show
+        ast.increment_lineno(tree, line)
+        line += chunk.count(b"\n")
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                node.body = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))] or [ast.Pass()]
+            module.body.append(node)
+    return module
+
+
+def check_syntax(source: str, filename: str = "<unknown>") -> None:
+    """Raise SyntaxError (or ValueError for null bytes) if ``source`` does not parse,
+    without holding a whole big module's ``ast`` in memory."""
+    parse_lean(source, filename)
+
+
+def _decoded(data: bytes) -> str:
+    from sessionlint.sources import decode_source
+
+    return decode_source(data)
 
 
 def summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:

@@ -40,6 +40,7 @@ class Plan:
 
     relevant: bool
     blank: tuple[tuple[int, int], ...] = ()  # 1-based inclusive line ranges to blank out
+    apis: frozenset[str] = frozenset()  # SQLAlchemy API names the module's names resolve to
 
     def reduce(self, source: str) -> str:
         """``source`` with the blanked blocks replaced by empty lines."""
@@ -67,6 +68,11 @@ class Relevance:
         self.exports: dict[str, frozenset[str]] = {}
 
     @property
+    def computed(self) -> bool:
+        """Whether the project-wide names are known (computed or seeded)."""
+        return self._names is not None
+
+    @property
     def modules(self) -> frozenset[str]:
         return frozenset(self._modules)
 
@@ -78,19 +84,24 @@ class Relevance:
         self._name_regex = _regex(names, attribute_too=True)
         self.exports = dict(exports)
 
-    def still_valid(self, names: frozenset[str], exports: dict[str, frozenset[str]], changed: dict[str, bytes]) -> bool:
-        """Whether project-wide ``names`` from an earlier run hold after ``changed`` files
-        (path -> new contents) changed: no changed file contributes differently."""
+    def added_names(self, names: frozenset[str], changed: dict[str, bytes]) -> frozenset[str]:
+        """Names that files in ``changed`` (path -> new contents) now export and that
+        the earlier run's ``names`` lack; records their new contributions. Names that
+        stopped being exported need nothing: a superset of the true names only makes
+        stage 1 keep a little more code, it never changes a finding."""
         regex = _regex(names, attribute_too=True)
         self._exported = set(names)
+        added: set[str] = set()
         for path, data in changed.items():
-            could = path in exports or b"sqlalchemy" in data or (regex is not None and regex.search(data))
-            if not could:
+            if not (path in self.exports or b"sqlalchemy" in data or (regex is not None and regex.search(data))):
                 continue
-            now = self.module_tokens(self.index.facts_for_path(path), defined_only=True)
-            if frozenset(now) != exports.get(path, frozenset()):
-                return False
-        return True
+            now = frozenset(self.module_tokens(self.index.facts_for_path(path), defined_only=True))
+            if now:
+                self.exports[path] = now
+            else:
+                self.exports.pop(path, None)
+            added |= now - names
+        return frozenset(added)
 
     # -- project-wide ----------------------------------------------------------
 
@@ -181,6 +192,7 @@ class Relevance:
         tokens = self.module_tokens(facts)
         if not tokens:
             return Plan(False)
+        apis = frozenset(self._apis(facts, tokens))
         regex = _regex(tokens)
         assert regex is not None
         lines = data.splitlines(keepends=True)
@@ -188,7 +200,16 @@ class Relevance:
         for first, last in facts.blocks:
             if not regex.search(b"".join(lines[first - 1 : last])):
                 blank.append((first, last))
-        return Plan(True, tuple(blank))
+        return Plan(True, tuple(blank), apis)
+
+    def _apis(self, facts: ModuleFacts, tokens: set[str]) -> set[str]:
+        apis: set[str] = set()
+        for name in tokens:
+            qname = facts.imports.get(name) or f"{facts.name}.{name}"
+            kind = sqla_kind(qname) if qname.startswith("sqlalchemy") else self.index.kind_of(qname)
+            if kind is not None and kind.tag == "api":
+                apis.add(kind.api)
+        return apis
 
 
 def _regex(names: set[str] | frozenset[str], attribute_too: bool = False) -> re.Pattern[bytes] | None:

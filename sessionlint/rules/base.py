@@ -33,6 +33,17 @@ class Rule:
     status: ClassVar[str] = "stable"  # "preview" | "stable" | "removed"
     default_enabled: ClassVar[bool] = True
     kind: ClassVar[str] = "static"  # "static" | "input" | "runtime"
+    # Stage 1 for one rule: it cannot report in a file whose bytes hold none of these
+    # (empty: no such shortcut). Must be sound: what the rule recognises spells one.
+    needs: ClassVar[tuple[bytes, ...]] = ()
+    # ... or none of these SQLAlchemy APIs is reachable through the module's names.
+    needs_apis: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def may_apply(cls, data: bytes, apis: frozenset[str]) -> bool:
+        if not cls.needs and not cls.needs_apis:
+            return True
+        return any(t in data for t in cls.needs) or not apis.isdisjoint(cls.needs_apis)
 
     def __init__(self, ctx: FileContext, sink: list[Report]) -> None:
         self.ctx = ctx

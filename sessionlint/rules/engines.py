@@ -77,6 +77,10 @@ class EnginePerCall(Rule):
     """
 
     code = "SES501"
+    # ``create_engine`` spelled in the file (also in ``create_async_engine``), or a name
+    # resolving to it (a project alias).
+    needs = (b"create_engine",)
+    needs_apis = ("create_engine", "create_async_engine")
     name = "engine-per-call"
     message = "`{var}` builds a new engine and connection pool on every call and never disposes it"
     hint = (
@@ -148,6 +152,10 @@ class MysqlPoolRecycle(Rule):
     """
 
     code = "SES502"
+    # ``create_engine`` spelled in the file (also in ``create_async_engine``), or a name
+    # resolving to it (a project alias).
+    needs = (b"create_engine",)
+    needs_apis = ("create_engine", "create_async_engine")
     name = "mysql-pool-recycle"
     message = (
         "{dialect} engine{var} {problem}: pooled connections outlive the server's "
@@ -219,6 +227,10 @@ class UnboundedPool(Rule):
     """
 
     code = "SES503"
+    # ``create_engine`` spelled in the file (also in ``create_async_engine``), or a name
+    # resolving to it (a project alias).
+    needs = (b"create_engine",)
+    needs_apis = ("create_engine", "create_async_engine")
     name = "unbounded-pool"
     message = "engine{var} has an unbounded pool: `{setting}` puts no limit on its connections"
     hint = "set pool_size and max_overflow to bounded values that fit the server's max_connections"

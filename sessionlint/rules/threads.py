@@ -77,6 +77,10 @@ class SessionSharedWithThread(Rule):
 
     code = "SES401"
     name = "session-shared-with-thread"
+    # Hand-offs are recognised by qualified name (threading.Thread, Executor.submit,
+    # Pool.apply_async, asyncio.to_thread, ...): a file that spells none of these
+    # words cannot hold one.
+    needs = (b"Thread", b"Timer", b"Process", b"to_thread", b"run_in_executor", b"submit", b"map", b"apply")
     message = "{what} `{var}` is {how} another {worker} (`{via}`)"
     hint = "pass a session factory (or the ids of the rows) and create the session inside the thread"
 
