@@ -18,13 +18,7 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.demo-installed
-	@echo "== sessionlint check examples/flask_shop (static findings) =="
-	-$(BIN)/sessionlint check examples/flask_shop
-	@echo
-	@echo "== the example app's tests under the runtime guard (SQLite) =="
-	-cd examples/flask_shop && ../../$(BIN)/python -m pytest -q -p no:cacheprovider --sessionguard
-	@echo
-	@echo "Both steps above are expected to report findings: the example app is full of real misuse."
+	./scripts/demo
 
 test: $(VENV)/.test-installed
 	./scripts/ensure-services
