@@ -700,15 +700,22 @@ class FlowAnalyzer:
     def _compile_escape(self, value: cst.BaseExpression) -> list[Op]:
         """``return value``: whatever the value carries leaves the function."""
         inner = strip_await(value)
-        site = self._site_for(inner)
-        if site is not None:
-            return self._call_arg_ops(_creation_call(inner)) + [
-                Op("create", "", site.index),
-                Op("escape-site", site=site.index),
-            ]
+        handed = self._handed_out(inner)
+        if handed is not None:
+            return handed
         ops = self._expr_ops(value)
         ops.extend(Op("escape", n) for n in _carried_names(value, self.resolver, self.scope))
         return ops
+
+    def _handed_out(self, inner: cst.BaseExpression) -> list[Op] | None:
+        """``return Factory()`` / ``yield Factory()``: created and handed out at once."""
+        site = self._site_for(inner)
+        if site is None:
+            return None
+        return self._call_arg_ops(_creation_call(inner)) + [
+            Op("create", "", site.index),
+            Op("escape-site", site=site.index),
+        ]
 
     def _compile_statement_expr(self, value: cst.BaseExpression) -> list[Op]:
         inner = strip_await(value)
@@ -725,12 +732,9 @@ class FlowAnalyzer:
         if value is None or isinstance(value, cst.From):
             return self._expr_ops(value.item) if isinstance(value, cst.From) else []
         inner = strip_await(value)
-        site = self._site_for(inner)
-        if site is not None:
-            return self._call_arg_ops(_creation_call(inner)) + [
-                Op("create", "", site.index),
-                Op("escape-site", site=site.index),
-            ]
+        handed = self._handed_out(inner)
+        if handed is not None:
+            return handed
         ops = self._expr_ops(value)
         if isinstance(inner, cst.Name):
             ops.append(Op("yield", inner.value))

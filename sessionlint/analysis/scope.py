@@ -201,16 +201,21 @@ class Resolver:
 
     # -- names ----------------------------------------------------------------
 
-    def _find(self, name: str, scope: Scope) -> Scope:
-        """The scope that binds ``name`` as seen from ``scope`` (the module if none)."""
+    def owner(self, name: str, scope: Scope) -> Scope | None:
+        """The function scope that binds ``name`` as seen from ``scope``; None when the
+        name is the module's (a global, an import, a builtin)."""
         current: Scope | None = scope
         if name in scope.globals:
-            return self.scope(self.module)
+            return None
         while current is not None and not current.is_module:
             if current.binds(name):
                 return current
             current = current.parent
-        return self.scope(self.module)
+        return None
+
+    def _find(self, name: str, scope: Scope) -> Scope:
+        """The scope that binds ``name`` as seen from ``scope`` (the module if none)."""
+        return self.owner(name, scope) or self.scope(self.module)
 
     def qualify(self, expr: cst.BaseExpression, scope: Scope) -> str | None:
         """The qualified name an expression refers to, if it is an import or a global."""

@@ -183,7 +183,7 @@ class ThreadFacts:
         if not isinstance(expr, cst.Name):
             return None
         name = expr.value
-        owner = self._owner(name, scope)
+        owner = self.resolver.owner(name, scope)
         if owner is None:
             return self._module_origin(name, scope, depth)
         if name in owner.imports:
@@ -229,17 +229,6 @@ class ThreadFacts:
             self._with_tables[id(scope.node)] = table
         return table.get(name, [])
 
-    def _owner(self, name: str, scope: Scope) -> Scope | None:
-        """The function scope binding ``name`` as seen from ``scope`` (None: module)."""
-        current: Scope | None = scope
-        if name in scope.globals:
-            return None
-        while current is not None and not current.is_module:
-            if current.binds(name):
-                return current
-            current = current.parent
-        return None
-
     # -- what is shared -------------------------------------------------------------------
 
     def shared(self, handoff: Handoff, scope: Scope) -> Iterator[Shared]:
@@ -280,7 +269,7 @@ class ThreadFacts:
                 seen.add(base)
                 yield Shared(handoff, base, kind, captured=False)
         elif isinstance(target, cst.Name) and depth < 3:
-            owner = self._owner(target.value, scope)
+            owner = self.resolver.owner(target.value, scope)
             if owner is not None and not isinstance(owner.node, cst.Module):
                 for node in walk_scope(owner.node.body):
                     if isinstance(node, cst.FunctionDef) and node.name.value == target.value:
@@ -296,7 +285,7 @@ class ThreadFacts:
         for name in self._free_reads(fn):
             if name in seen:
                 continue
-            owner = self._owner(name, outer)
+            owner = self.resolver.owner(name, outer)
             if owner is None:
                 continue  # a module global: SES402's business, not a closure
             kind = self.session_kind(name, owner, module_level_too=False)
@@ -360,7 +349,7 @@ class ThreadFacts:
 
     def session_kind(self, name: str, scope: Scope, module_level_too: bool) -> str | None:
         """"session"/"connection" if ``name`` (seen from ``scope``) holds one."""
-        owner = self._owner(name, scope)
+        owner = self.resolver.owner(name, scope)
         if owner is None:
             if not module_level_too:
                 return None

@@ -166,7 +166,7 @@ class TxAnalyzer:
         scope = tx.scope
         if isinstance(expr, cst.Name):
             name = expr.value
-            owner = self._owner(name, scope)
+            owner = self.resolver.owner(name, scope)
             if owner is not None and name not in owner.imports:
                 owner_node = owner.node
                 if isinstance(owner_node, cst.FunctionDef):
@@ -205,16 +205,6 @@ class TxAnalyzer:
             base = self.session_ref(expr.func, fn)
             if base is not None and base.kind.tag == "registry":
                 return base
-        return None
-
-    def _owner(self, name: str, scope: Scope) -> Scope | None:
-        current: Scope | None = scope
-        if name in scope.globals:
-            return None
-        while current is not None and not current.is_module:
-            if current.binds(name):
-                return current
-            current = current.parent
         return None
 
     def _bindings(self, tx: FunctionTx, name: str) -> Iterator[cst.CSTNode]:
