@@ -1,11 +1,14 @@
 """The runtime guard's core: SQLAlchemy event listeners and scope bookkeeping.
 
 Framework-free: no pytest, no LibCST. `Tracker.install()` attaches listeners to
-the *classes* `Pool`, `Engine` and `Session`, so every pool, engine and session
-in the process is covered, whether it was created before or after install
-(SQLAlchemy propagates class-level listeners to existing and future instances;
-see "Event Registration" / "Targets" in the SQLAlchemy event docs).
-`Tracker.uninstall()` removes each listener with `event.remove`.
+the *classes* `Pool` and `Session`, so every pool and session in the process is
+covered, whether it was created before or after install (SQLAlchemy propagates
+class-level listeners to existing and future instances; see "Event
+Registration" / "Targets" in the SQLAlchemy event docs). Core transactions are
+followed by class patches of `Connection` rather than ConnectionEvents, which
+cost every statement SQLAlchemy's dispatch (see "process-wide patches").
+`Tracker.uninstall()` removes each listener with `event.remove`, and the last
+tracker out restores the patched classes.
 
 What is tracked, keyed by `id()` and validated by a weak reference so that a
 recycled id is never mistaken for the old object:
@@ -13,7 +16,7 @@ recycled id is never mistaken for the old object:
 * checkouts, keyed by connection record (the pool's `_ConnectionRecord`):
   thread, time, the checkout stack (captured cheaply, formatted on report);
 * outermost transactions: ORM (`after_transaction_create` with
-  `transaction.parent is None`) and Core (`ConnectionEvents.begin`), with the
+  `transaction.parent is None`) and Core (`Connection._begin_impl`), with the
   thread that began them;
 * sessions holding connections (`after_begin`), and `scoped_session`
   registries holding sessions.
