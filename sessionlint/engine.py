@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import ast
 import fnmatch
-import io
 import os
-import tokenize
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider

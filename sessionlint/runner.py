@@ -122,8 +122,11 @@ def check_files(
             relevance.seed(old_names, frozenset(previous.modules), _exports(previous.exports))
         if index is not None and relevance is not None and relevance.added_names(old_names, changed):
             relevance = Relevance(index)
-            new_names = relevance.project_names() - old_names
-            added = re.compile(rb"\b(?:" + b"|".join(re.escape(n.encode()) for n in sorted(new_names)) + rb")\b")
+            new_names = (relevance.project_names() - old_names) | {
+                module.rsplit(".", 1)[-1] for module in relevance.modules - set(previous.modules)
+            }
+            if new_names:
+                added = re.compile(rb"\b(?:" + b"|".join(re.escape(n.encode()) for n in sorted(new_names)) + rb")\b")
 
     results: dict[str, FileResult] = {}
     todo: list[str] = []
@@ -152,7 +155,8 @@ def check_files(
 
     if stats is not None:
         stats.checked = list(todo)
-        stats.reused = [d for d in files if d not in set(todo)]
+        checked = set(todo)
+        stats.reused = [d for d in files if d not in checked]
     if options.use_cache:
         state = cache.state
         state.hashes = hashes

@@ -139,3 +139,16 @@ def test_a_name_becoming_interesting_rechecks_files_that_spell_it(project: Path)
     assert {("users.py", 5, "SES101"), ("users2.py", 5, "SES101")} <= found
     assert {"users.py", "users2.py", "db.py"} <= names(stats.checked)
     assert "other.py" not in names(stats.checked)
+
+
+def test_a_module_becoming_interesting_rechecks_files_reaching_it_by_module_name(project: Path) -> None:
+    """``db2`` newly defines a name that already exists elsewhere (no new name), and
+    ``report.py`` reaches it only through the module: ``import app.db2 as d``."""
+    (project / "app" / "db2.py").write_text("Other = dict\n")
+    (project / "app" / "report.py").write_text("import app.db2 as d\n\n\ndef f():\n    s = d.SessionLocal()\n    s.query(int)\n")
+    found, _ = run(project)
+    assert not {f for f in found if f[0] == "report.py"}
+    (project / "app" / "db2.py").write_text(DB)
+    found, stats = run(project)
+    assert ("report.py", 5, "SES101") in found
+    assert "report.py" in names(stats.checked)

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.scope import Resolver, Scope, ScopeNode, strip_await, target_names
 from sessionlint.analysis.sqla import CLOSE_METHODS, CONNECTION_CLOSE_METHODS, ROLLBACK_METHODS
 from sessionlint.analysis.walk import COMPREHENSIONS, children, walk

@@ -77,7 +77,7 @@ class Relevance:
         return frozenset(self._modules)
 
     def seed(self, names: frozenset[str], modules: frozenset[str], exports: dict[str, frozenset[str]]) -> None:
-        """Reuse project-wide names computed by an earlier run (see :meth:`still_valid`)."""
+        """Reuse project-wide names computed by an earlier run (see :meth:`added_names`)."""
         self._modules = set(modules)
         self._names = names
         self._exported = set(names)
@@ -95,9 +95,13 @@ class Relevance:
         for path, data in changed.items():
             if not (path in self.exports or b"sqlalchemy" in data or (regex is not None and regex.search(data))):
                 continue
-            now = frozenset(self.module_tokens(self.index.facts_for_path(path), defined_only=True))
+            facts = self.index.facts_for_path(path)
+            now = frozenset(self.module_tokens(facts, defined_only=True))
             if now:
                 self.exports[path] = now
+                if facts.name not in self._modules:
+                    # A newly interesting module is reached through its own name too.
+                    added.add(facts.name.rsplit(".", 1)[-1])
             else:
                 self.exports.pop(path, None)
             added |= now - names
@@ -119,7 +123,8 @@ class Relevance:
 
     def project_names(self) -> frozenset[str]:
         """Names through which other modules can reach something interesting: what
-        modules define or re-export, and the modules themselves (a fixpoint)."""
+        modules define or re-export (a fixpoint over re-exports). The modules that
+        define them are kept apart (:attr:`modules`), for ``import app.db as d``."""
         if self._names is not None:
             return self._names
         names: set[str] = {f.rsplit(".", 1)[-1] for f in self.index.session_factories}

@@ -15,7 +15,7 @@ import libcst as cst
 
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
-from sessionlint.analysis.walk import COMPREHENSIONS, children, walk_scope
+from sessionlint.analysis.walk import children, walk_scope
 
 ScopeNode = Union[cst.Module, cst.FunctionDef, cst.Lambda]
 
