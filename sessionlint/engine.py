@@ -70,7 +70,6 @@ class Checker:
         self.relevance = relevance or Relevance(index)
         self.rules = list(rules) if rules is not None else registry.enabled_rules(settings.select, settings.ignore)
         self.debug = debug
-        self.rule_info = registry.rules()
 
     # -- public -----------------------------------------------------------------
 

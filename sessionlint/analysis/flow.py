@@ -18,14 +18,16 @@ are used after the ``with`` that closed them. Rules decide what to report.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import libcst as cst
 
+from sessionlint.analysis.project import FunctionSummary
 from sessionlint.analysis.scope import Resolver, Scope, ScopeNode, strip_await, target_names
 from sessionlint.analysis.sqla import CLOSE_METHODS, CONNECTION_CLOSE_METHODS, ROLLBACK_METHODS
-from sessionlint.analysis.walk import COMPREHENSIONS, children, walk
+from sessionlint.analysis.walk import children, walk, walk_scope
 
 OPEN, CLOSED, WITH_CLOSED, ESCAPED = "open", "closed", "with-closed", "escaped"
 MAX_PATHS = 256
@@ -673,10 +675,10 @@ class FlowAnalyzer:
         if stores:
             ops.extend(Op("escape", n) for n in carried)
         for name in local_names:
-            if isinstance(inner, cst.Name):
+            if _is_none(inner):
+                ops.append(Op("none", name))  # before the alias case: None is a Name too
+            elif isinstance(inner, cst.Name):
                 ops.append(Op("alias", name, other=inner.value))
-            elif isinstance(inner, cst.Name) is False and _is_none(inner):
-                ops.append(Op("none", name))
             elif carried:
                 ops.append(Op("forget", name))
                 ops.extend(Op("holder", name, other=n) for n in carried[:1])
@@ -808,8 +810,6 @@ class FlowAnalyzer:
         if isinstance(expr, cst.Yield):
             ops.extend(self._compile_yield(expr))
             return
-        if isinstance(expr, (cst.List, cst.Tuple, cst.Set, cst.Dict)) and False:
-            return
         for child in children(expr):
             self._expr_into(child, ops)
 
@@ -862,18 +862,16 @@ class FlowAnalyzer:
             for arg in inner.args:
                 self._expr_into(arg.value, ops)
 
-    def _method_summary(self, method: str) -> object | None:
+    def _method_summary(self, method: str) -> FunctionSummary | None:
         cls = self.resolver.enclosing_class(self.scope.node) if not self.scope.is_module else None
         if cls is None:
             return None
         methods = self.resolver.facts.methods.get(cls.name.value, {})
         return methods.get(method)
 
-    def _helper_closes(self, call: cst.Call, summary: object | None, ops: list[Op]) -> None:
+    def _helper_closes(self, call: cst.Call, summary: FunctionSummary | None, ops: list[Op]) -> None:
         """``cleanup(s)`` where the helper calls ``close()`` on that parameter."""
-        from sessionlint.analysis.project import FunctionSummary
-
-        if not isinstance(summary, FunctionSummary) or not summary.closes:
+        if summary is None or not summary.closes:
             return
         params = list(summary.params)
         if params and params[0] in ("self", "cls") and isinstance(call.func, cst.Attribute):
@@ -962,8 +960,9 @@ def _free_names(node: cst.FunctionDef | cst.Lambda) -> list[str]:
 
 
 def _may_raise(node: cst.CSTNode) -> bool:
-    """Whether evaluating ``node`` may raise, ignoring close()/rollback() themselves."""
-    for sub in walk(node):
+    """Whether evaluating ``node`` may raise, ignoring close()/rollback() themselves.
+    A lambda's body does not run where the lambda is written, so it is not looked at."""
+    for sub in itertools.chain((node,), walk_scope(node)):
         if isinstance(sub, cst.Call):
             func = sub.func
             if isinstance(func, cst.Attribute) and func.attr.value in (
@@ -975,8 +974,6 @@ def _may_raise(node: cst.CSTNode) -> bool:
             if isinstance(sub, cst.Await) and isinstance(sub.expression, cst.Call):
                 continue  # judged by the call it awaits
             return True
-        if isinstance(sub, (cst.FunctionDef, cst.ClassDef, cst.Lambda) + COMPREHENSIONS) and sub is not node:
-            continue
     return False
 
 
