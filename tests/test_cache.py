@@ -87,6 +87,27 @@ def test_project_wide_remove_scan_is_invalidated_by_a_new_remove_call(project: P
     assert "registry.py" in names(stats.checked)
 
 
+def test_an_unrelated_remove_call_leaves_the_registry_module_cached(project: Path) -> None:
+    (project / "app" / "registry.py").write_text(REGISTRY)
+    run(project)
+    (project / "app" / "other.py").write_text(OTHER + "\n\ndef drop(items, x):\n    items.remove(x)\n")
+    found, stats = run(project)
+    assert names(stats.checked) == {"other.py"} and ("registry.py", 3, "SES301") in found
+
+
+def test_a_remove_through_a_re_export_is_followed(project: Path) -> None:
+    (project / "app" / "registry.py").write_text(REGISTRY)
+    (project / "app" / "__init__.py").write_text("from app.registry import db_session as Registry\n")
+    (project / "app" / "other.py").write_text(
+        "from app import Registry\n\n\ndef teardown(exc=None):\n    Registry.remove()\n"
+    )
+    found, _ = run(project)
+    assert ("registry.py", 3, "SES301") not in found
+    (project / "app" / "other.py").write_text(OTHER)
+    found, stats = run(project)
+    assert ("registry.py", 3, "SES301") in found and "registry.py" in names(stats.checked)
+
+
 def test_configuration_change_and_new_file_invalidate(project: Path) -> None:
     run(project)
     _, stats = run(project, ignore=("SES104",))

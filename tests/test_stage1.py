@@ -133,3 +133,81 @@ def test_generated_corpus_findings_identical(tmp_path: Path) -> None:
     assert {"SES001", "SES101", "SES103", "SES501", "SES502", "SES503"} <= codes, codes  # the rules are exercised
     assert any(d.code == "SES502" and d.path.endswith("reports.py") for d in with_stage1)
     assert len(with_stage1) > 15
+
+
+BIG_MODULE_PART = '''
+
+@decorate(
+    "multi-line decorator {n}",
+)
+def make_{n}(session, registry):
+    """Closes its parameter."""
+    try:
+        session.execute(text("select {n}"))
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+        registry.remove()
+
+
+class Model{n}(Base):
+    __tablename__ = "model_{n}"
+    id = Column(Integer, primary_key=True)
+
+    @property
+    def label(self):
+        return "model {n}"
+
+    def reset(self, other):
+        other.reset()
+
+
+if FLAG_{n}:
+    Session{n} = sessionmaker(bind=engine, expire_on_commit=False)
+else:
+    Session{n} = scoped_session(
+        sessionmaker(bind=engine),
+    )
+try:
+    from extra_{n} import Thing{n}
+except ImportError:
+    Thing{n} = None
+'''
+
+
+def test_big_files_parsed_in_chunks_give_the_same_facts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files over the chunking threshold are parsed top-level chunk by chunk; the facts
+    (names, kinds, summaries, blocks and lines) must equal a whole-file parse's."""
+    from sessionlint.analysis import project
+
+    header = (
+        "from sqlalchemy import Column, Integer, text\n"
+        "from sqlalchemy.orm import scoped_session, sessionmaker\n"
+        "from app.base import Base, decorate\n\nengine = None\n"
+    )
+    source = header + "".join(BIG_MODULE_PART.format(n=n) for n in range(400))
+    assert len(source) > project._BIG_FILE
+    (tmp_path / "big.py").write_text(source)
+    parsed: list[int] = []
+    real_parse = ast.parse
+
+    def counting_parse(text: str | bytes, *args: object, **kwargs: object) -> ast.Module:
+        parsed.append(len(text))
+        return real_parse(text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(project.ast, "parse", counting_parse)
+    lean = ProjectIndex(tmp_path, [str(tmp_path / "big.py")]).facts_for_path(str(tmp_path / "big.py"))
+    monkeypatch.undo()
+    assert len(parsed) > 400 and max(parsed) < 1000  # chunk by chunk, no whole-file fallback
+    whole_tree = ast.parse(source)
+    for node in whole_tree.body:  # what parse_lean keeps of a class
+        if isinstance(node, ast.ClassDef):
+            node.body = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    index = ProjectIndex(tmp_path, [str(tmp_path / "big.py")])
+    whole = project._Summarizer(index, str(tmp_path / "big.py"), "big", project._method_lines(source)).run(whole_tree)
+    assert lean == whole
+    assert lean.blocks[-1][1] > 15_000 and lean.values["Session399"].line > 15_000
+    assert lean.functions["make_399"].closes == frozenset({"session"})
+    assert lean.methods["Model399"]["reset"].closes == frozenset({"other"})

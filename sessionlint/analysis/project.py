@@ -14,8 +14,10 @@ src-layouts, monorepos and fixture trees with repeated names all resolve sensibl
 from __future__ import annotations
 
 import ast
+import bisect
 import os
 import re
+import symtable
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,17 @@ class FunctionSummary:
 
 
 @dataclass
+class Uses:
+    """What a module does with some names (``ProjectIndex.uses``): the qualified names
+    whose ``.remove`` attribute it calls or references (``db_session.remove()`` in a
+    teardown hook, ``atexit.register(db_session.remove)``), and the calls passing a
+    qualified name as an argument: (argument, callee or None, position or keyword)."""
+
+    removes: set[str] = field(default_factory=set)
+    passed: list[tuple[str, str | None, int | str]] = field(default_factory=list)
+
+
+@dataclass
 class ModuleFacts:
     path: str
     name: str
@@ -59,19 +72,11 @@ class ModuleFacts:
     annotations: dict[str, str | None] = field(default_factory=dict)
     star_imports: list[str] = field(default_factory=list)
     parsed: bool = True
-    # Qualified names whose ``.remove`` attribute is called or referenced anywhere in the
-    # module, including inside functions (``db_session.remove()`` in a teardown hook,
-    # ``atexit.register(db_session.remove)``).
-    removes: set[str] = field(default_factory=set)
-    # Calls anywhere in the module that pass a qualified name as an argument:
-    # (argument, callee or None, position or keyword).
-    passed: list[tuple[str, str | None, int | str]] = field(default_factory=list)
     # Line ranges (first line with decorators, last line) of the module's top-level
     # defs and classes: the units stage 1 keeps or blanks out.
     blocks: list[tuple[int, int]] = field(default_factory=list)
     # (line, column, message) when the module does not parse.
     syntax_error: tuple[int, int, str] | None = None
-    scanned: bool = False  # removes/passed filled in (ProjectIndex.scanned_facts)
 
 
 def module_name_for(path: str, root: str) -> str:
@@ -109,7 +114,9 @@ class ProjectIndex:
         self._resolving: set[str] = set()
         self._files: dict[str, None] = {}
         self._bytes: dict[str, bytes] = {}
-        self._removed: frozenset[str] | None = None
+        # registry origin -> (removed or handed out, what the scan depended on)
+        self._released: dict[str, tuple[bool, tuple[frozenset[str], frozenset[str], frozenset[str]]]] = {}
+        self._uses: dict[tuple[str, frozenset[str]], Uses] = {}
         self.session_factories = tuple(session_factories)
         # Which module files each resolution touched: the result cache keys on these.
         # Dependencies of the current file's analysis, for the result cache: the module
@@ -117,9 +124,6 @@ class ProjectIndex:
         self.touched: set[str] = set()
         self.scan_inputs: set[str] = set()
         self.scan_tokens: set[str] = set()
-        self._removed_deps: tuple[frozenset[str], frozenset[str], frozenset[str]] = (
-            frozenset(), frozenset(), frozenset()
-        )
         for path in files:
             self.add_file(path)
 
@@ -136,10 +140,12 @@ class ProjectIndex:
             self._facts.pop(apath, None)
             self._kinds.clear()
             self._kind_deps.clear()
-            self._removed = None
+            self._released.clear()
+            self._uses.clear()
         if apath not in self._files:
             self._files[apath] = None
-            self._removed = None
+            self._released.clear()
+            self._uses.clear()
         existing = self._by_name.get(name)
         if existing is None or (apath.endswith("__init__.py") and not existing.endswith("__init__.py")):
             self._by_name[name] = apath
@@ -201,29 +207,46 @@ class ProjectIndex:
     def _build(self, path: str) -> ModuleFacts:
         name = module_name_for(path, self.root)
         source = self._sources.get(path)
+        text = source if source is not None else self.file_bytes(path)
         try:
-            tree = parse_lean(source if source is not None else self.file_bytes(path), path)
+            tree = parse_lean(text, path)
         except SyntaxError as exc:
             return ModuleFacts(path, name, parsed=False, syntax_error=(exc.lineno or 1, exc.offset or 1, exc.msg))
         except (OSError, ValueError, RecursionError, MemoryError) as exc:
             return ModuleFacts(path, name, parsed=False, syntax_error=(1, 1, str(exc) or type(exc).__name__))
-        return _Summarizer(self, path, name).run(tree)
+        return _Summarizer(self, path, name, _method_lines(text)).run(tree)
 
-    def scanned_facts(self, path: str) -> ModuleFacts:
-        """Facts with ``removes`` and ``passed`` filled in: a whole-module walk, done only
-        for the few files the project-wide questions below need (re-parsed on demand)."""
+    def uses(self, path: str, words: frozenset[str]) -> Uses:
+        """:class:`Uses` of the module at ``path``, from its top-level statements (defs
+        and classes whole) that spell one of ``words``: any reference to a name spells
+        it, or spells a function-local alias assigned in the same def. A whole-module
+        parse, done only for the files the project-wide questions below need."""
+        key = (path, words)
+        found = self._uses.get(key)
+        if found is not None:
+            return found
+        found = self._uses[key] = Uses()
         facts = self.facts_for_path(path)
-        if facts.parsed and not facts.scanned:
-            facts.scanned = True
-            try:
-                tree = ast.parse(self.file_bytes(path), filename=path)
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
-                return facts
-            summarizer = _Summarizer(self, path, facts.name)
-            summarizer.facts = facts
-            summarizer.defined = {*facts.values, *facts.classes, *facts.functions}
-            _RemoveScanner(summarizer).scan(tree)
-        return facts
+        if not facts.parsed:
+            return found
+        data = self.file_bytes(path)
+        try:
+            tree = ast.parse(data, filename=path)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return found
+        lines = _word_lines(data, words)
+        body = []
+        for node in tree.body:
+            decorators = getattr(node, "decorator_list", ())
+            first = min([node.lineno, *(d.lineno for d in decorators)])
+            at = bisect.bisect_left(lines, first)
+            if at < len(lines) and lines[at] <= (node.end_lineno or node.lineno):
+                body.append(node)
+        summarizer = _Summarizer(self, path, facts.name)
+        summarizer.facts = facts
+        summarizer.defined = {*facts.values, *facts.classes, *facts.functions}
+        _UsesScanner(summarizer, found).scan(body)
+        return found
 
     # -- project-wide facts ---------------------------------------------------
 
@@ -254,53 +277,79 @@ class ProjectIndex:
         self._bytes[path] = data
         return data
 
-    def removed_registries(self) -> frozenset[str]:
-        """Origins of the ``scoped_session`` registries whose ``.remove()`` is called (or
-        referenced as a callback) anywhere in the project, in any module, resolved through
-        imports and aliases; also a registry handed to a project helper that removes its
-        parameter (``shutdown(db_session)`` with ``def shutdown(r): r.remove()``).
-        Files whose bytes do not contain ``remove`` are not parsed for this."""
-        if self._removed is not None:
-            self._note_scan(*self._removed_deps)
-            return self._removed
+    def registry_released(self, origin: str) -> bool:
+        """Whether the ``scoped_session`` registry ``origin`` is let go of anywhere in the
+        project: its ``.remove()`` called or referenced as a callback, in any module,
+        through imports and aliases; handed to a project helper that removes that
+        parameter (``shutdown(db_session)`` with ``def shutdown(r): r.remove()``); or
+        handed to a callee outside the project (a framework that may remove it).
+
+        Any such use spells the registry by one of its names: its own, or a name a
+        module re-exports it under (found as a fixpoint). Only the files spelling one
+        are parsed, and the result depends on nothing else (for the result cache)."""
+        found = self._released.get(origin)
+        if found is not None:
+            self._note_scan(*found[1])
+            return found[0]
         outer, self.touched = self.touched, set()
+        spellings = {origin.rsplit(".", 1)[-1]}
         inputs: set[str] = set()
-        found: set[str] = set()
-        helpers: set[bytes] = set()  # names of project functions that remove a parameter
-        for path in list(self._files):
-            if b"remove" not in self.file_bytes(path):
-                continue
-            inputs.add(path)
-            facts = self.scanned_facts(path)
-            for qname in facts.removes:
-                kind = self.kind_of(qname)
-                if kind is not None and kind.tag == "registry" and kind.origin:
-                    found.add(kind.origin)
-            helpers.update(name.encode() for name, summary in facts.functions.items() if summary.removes)
-        for path in list(self._files) if helpers else ():
-            data = self.file_bytes(path)
-            if not any(helper in data for helper in helpers):
-                continue
-            inputs.add(path)
-            facts = self.scanned_facts(path)
-            for arg, callee, where in facts.passed:
-                callee_kind = self.kind_of(callee)
-                summary = callee_kind.function if callee_kind is not None else None
-                if summary is None or not summary.removes:
-                    continue
-                param = where if isinstance(where, str) else (
-                    summary.params[where] if where < len(summary.params) else None
-                )
-                if param in summary.removes:
-                    kind = self.kind_of(arg)
-                    if kind is not None and kind.tag == "registry" and kind.origin:
-                        found.add(kind.origin)
-        self._removed = frozenset(found)
-        tokens = frozenset({"remove", *(h.decode() for h in helpers)})
-        self._removed_deps = (frozenset(inputs), tokens, frozenset(self.touched))
+        pending = self._spelling(spellings, inputs)
+        while pending:
+            for path in pending:
+                inputs.add(path)
+                facts = self.facts_for_path(path)
+                for name, qname in facts.imports.items():
+                    if name not in spellings and self._is_registry(qname, origin):
+                        spellings.add(name)
+                for name, value in facts.values.items():
+                    if name not in spellings and value.shape == "alias" and self._is_registry(f"{facts.name}.{name}", origin):
+                        spellings.add(name)
+            pending = self._spelling(spellings, inputs)
+        words = frozenset(spellings)
+        released = any(self._releases(path, origin, words) for path in sorted(inputs))
+        deps = (frozenset(inputs), frozenset(spellings), frozenset(self.touched))
         self.touched = outer
-        self._note_scan(*self._removed_deps)
-        return self._removed
+        self._released[origin] = (released, deps)
+        self._note_scan(*deps)
+        return released
+
+    def _spelling(self, names: set[str], seen: set[str]) -> list[str]:
+        """Project files not in ``seen`` whose bytes spell one of ``names`` as a word."""
+        words = [n.encode() for n in sorted(names)]
+        regex = re.compile(rb"\b(?:" + b"|".join(re.escape(w) for w in words) + rb")\b")
+        out = []
+        for path in self._files:
+            if path not in seen:
+                data = self.file_bytes(path)
+                if any(w in data for w in words) and regex.search(data):
+                    out.append(path)
+        return out
+
+    def _is_registry(self, qname: str | None, origin: str) -> bool:
+        kind = self.kind_of(qname)
+        return kind is not None and kind.tag == "registry" and kind.origin == origin
+
+    def _releases(self, path: str, origin: str, words: frozenset[str]) -> bool:
+        """Whether the module at ``path`` removes or hands out the registry ``origin``."""
+        uses = self.uses(path, words)
+        if any(self._is_registry(qname, origin) for qname in uses.removes):
+            return True
+        for arg, callee, where in uses.passed:
+            if not self._is_registry(arg, origin):
+                continue
+            callee_kind = self.kind_of(callee)
+            if callee_kind is None or callee_kind.tag not in ("function", "api"):
+                return True  # a framework or library call: assume it removes the registry
+            summary = callee_kind.function
+            if summary is None or not summary.removes:
+                continue
+            param = where if isinstance(where, str) else (
+                summary.params[where] if where < len(summary.params) else None
+            )
+            if param in summary.removes:
+                return True
+        return False
 
     def _note_scan(self, inputs: frozenset[str], tokens: frozenset[str], touched: frozenset[str]) -> None:
         """Record, for the result cache, what a project-wide scan depended on: the files
@@ -308,25 +357,6 @@ class ProjectIndex:
         self.scan_inputs |= inputs
         self.scan_tokens |= tokens
         self.touched |= touched
-
-    def registry_handed_out(self, origin: str) -> bool:
-        """Whether the registry ``origin`` is passed as an argument to a callee outside
-        the project (a framework or library that may remove it), anywhere in the project."""
-        attr = origin.rsplit(".", 1)[-1].encode()
-        inputs = frozenset(p for p in self._files if attr in self.file_bytes(p))
-        self._note_scan(inputs, frozenset({attr.decode()}), frozenset())
-        for path in sorted(inputs):
-            facts = self.scanned_facts(path)
-            for arg, callee, _where in facts.passed:
-                if not arg.endswith(origin.rsplit(".", 1)[-1]):
-                    continue
-                kind = self.kind_of(arg)
-                if kind is None or kind.tag != "registry" or kind.origin != origin:
-                    continue
-                callee_kind = self.kind_of(callee)
-                if callee_kind is None or callee_kind.tag not in ("function", "api"):
-                    return True
-        return False
 
     # -- kinds ----------------------------------------------------------------
 
@@ -459,10 +489,19 @@ class ProjectIndex:
 class _Summarizer:
     """One pass over a module's top level (and its compound statements)."""
 
-    def __init__(self, index: ProjectIndex, path: str, name: str) -> None:
+    def __init__(self, index: ProjectIndex, path: str, name: str, method_lines: list[int] | None = None) -> None:
         self.index = index
         self.facts = ModuleFacts(path, name)
         self.defined: set[str] = set()
+        self.method_lines = method_lines  # see _method_lines; None: not known
+
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
+        lines = self.method_lines
+        if lines is not None:
+            first = bisect.bisect_left(lines, node.lineno)
+            if first == len(lines) or lines[first] > (node.end_lineno or node.lineno):
+                return _plain_summary(node)  # no close/rollback/remove in its lines: no walk
+        return summarize_function(node)
 
     def run(self, tree: ast.Module) -> ModuleFacts:
         body = list(_top_level(tree.body))
@@ -533,10 +572,10 @@ class _Summarizer:
             methods = {}
             for item in node.body:
                 if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    methods[item.name] = summarize_function(item)
+                    methods[item.name] = self._function(item)
             facts.methods[node.name] = methods
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            facts.functions[node.name] = summarize_function(node)
+            facts.functions[node.name] = self._function(node)
 
     def _summarize(self, value: ast.expr) -> ValueSummary:
         if isinstance(value, ast.Call):
@@ -561,49 +600,117 @@ class _Summarizer:
 # Files larger than this are parsed in top-level chunks: one ``ast`` of a 30k-line
 # generated module costs ~150 MB, and CPython keeps that memory once it has grown.
 _BIG_FILE = 256 * 1024
-_CHUNK_START = re.compile(rb"^(?:class |def |async def |@)", re.M)
+_CHUNK_START = re.compile(r"^(?:class |def |async def |@)", re.M)
+
+
+def _chunks(text: str) -> Iterable[str]:
+    """The top-level chunks of a big file: split before column-0 ``def``/``class``/
+    decorator lines, a decorator staying with what it decorates."""
+    start = 0
+    after_decorator = False
+    for match in _CHUNK_START.finditer(text):
+        at = match.start()
+        decorated, after_decorator = after_decorator, text.startswith("@", at)
+        if at == 0 or decorated:
+            continue  # a decorator's chunk runs on to the def or class it decorates
+        yield text[start:at]
+        start = at
+    yield text[start:]
 
 
 def parse_lean(source: str | bytes, filename: str = "<unknown>") -> ast.Module:
-    """``ast.parse`` for facts: big files are parsed in chunks split before column-0
-    ``def``/``class``/decorator lines, keeping of each class only its methods (all the
-    facts need). Any chunk that does not parse on its own (a split inside a string, a
-    real syntax error) falls back to one whole-file parse, so results never depend on
-    the split."""
-    data = source.encode("utf-8", "surrogatepass") if isinstance(source, str) else source
-    if len(data) <= _BIG_FILE:
+    """``ast.parse`` for facts: big files are parsed in chunks (see :func:`_chunks`),
+    keeping of each class only its methods (all the facts need). Any chunk that does
+    not parse on its own (a split inside a string, a real syntax error) falls back to
+    one whole-file parse, so results never depend on the split."""
+    if len(source) <= _BIG_FILE:
         return ast.parse(source, filename=filename)
-    text = source if isinstance(source, str) else _decoded(data)
+    text = source if isinstance(source, str) else _decoded(source)
     module = ast.Module(body=[], type_ignores=[])
-    starts = sorted({0, *(m.start() for m in _CHUNK_START.finditer(text.encode("utf-8", "surrogatepass")))})
-    encoded = text.encode("utf-8", "surrogatepass")
     line = 0
-    for i, start in enumerate(starts):
-        end = starts[i + 1] if i + 1 < len(starts) else len(encoded)
-        chunk = encoded[start:end]
+    for chunk in _chunks(text):
         try:
             tree = ast.parse(chunk, filename=filename)
         except SyntaxError:
             return ast.parse(source, filename=filename)  # let the real error (or no error) show
-        ast.increment_lineno(tree, line)
-        line += chunk.count(b"\n")
         for node in tree.body:
             if isinstance(node, ast.ClassDef):
                 node.body = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))] or [ast.Pass()]
+            if line:
+                _shift_lines(node, line)
             module.body.append(node)
+        line += chunk.count("\n")
     return module
 
 
+def _shift_lines(stmt: ast.stmt, delta: int) -> None:
+    """Move the line numbers the facts read (statements of the module's top level,
+    compound statements and class bodies included, and their direct expressions) by
+    ``delta``; a whole-tree ``ast.increment_lineno`` costs more than the parse.
+    Function bodies and nested expressions keep chunk-relative lines."""
+    stack: list[ast.AST] = [stmt]
+    while stack:
+        node = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    stack.append(child)
+            elif isinstance(child, ast.excepthandler):
+                stack.append(child)
+            elif isinstance(child, ast.expr):
+                _shift_node(child, delta)
+        _shift_node(node, delta)
+
+
+def _shift_node(node: ast.AST, delta: int) -> None:
+    if "lineno" in node._attributes:
+        node.lineno = getattr(node, "lineno", 0) + delta  # type: ignore[attr-defined]
+        end = getattr(node, "end_lineno", None)
+        if end is not None:
+            node.end_lineno = end + delta  # type: ignore[attr-defined]
+
+
 def check_syntax(source: str, filename: str = "<unknown>") -> None:
-    """Raise SyntaxError (or ValueError for null bytes) if ``source`` does not parse,
-    without holding a whole big module's ``ast`` in memory."""
-    parse_lean(source, filename)
+    """Raise SyntaxError (or ValueError for null bytes) if ``source`` does not parse.
+
+    Parsing to a symbol table builds the syntax tree inside CPython only, which costs
+    about half of ``ast.parse`` (no Python object per node); big files go in chunks,
+    as in :func:`parse_lean`. The symbol table also rejects a few valid parses
+    (``def f(a, a)``), so any failure is confirmed, and placed, by ``ast.parse``."""
+    try:
+        for chunk in _chunks(source) if len(source) > _BIG_FILE else (source,):
+            symtable.symtable(chunk, filename, "exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        ast.parse(source, filename=filename)
 
 
 def _decoded(data: bytes) -> str:
     from sessionlint.sources import decode_source
 
     return decode_source(data)
+
+
+_METHOD_WORDS = re.compile(
+    rb"\b(?:" + b"|".join(sorted(w.encode() for w in (*CLOSE_METHODS, *ROLLBACK_METHODS, "remove"))) + rb")\b"
+)
+
+
+def _method_lines(text: str | bytes) -> list[int]:
+    """Sorted line numbers on which a word :func:`summarize_function` looks for occurs."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    lines: list[int] = []
+    line, pos = 1, 0
+    for match in _METHOD_WORDS.finditer(data):
+        line += data.count(b"\n", pos, match.start())
+        pos = match.start()
+        if not lines or lines[-1] != line:
+            lines.append(line)
+    return lines
+
+
+def _plain_summary(node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
+    args = node.args
+    return FunctionSummary(tuple(a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)), frozenset(), frozenset())
 
 
 def summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
@@ -640,17 +747,31 @@ def summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> Function
     )
 
 
-class _RemoveScanner:
-    """Whole-module scan (functions included) for ``X.remove`` references and for
+def _word_lines(data: bytes, words: frozenset[str]) -> list[int]:
+    """Sorted line numbers on which one of ``words`` occurs as a word."""
+    regex = re.compile(rb"\b(?:" + b"|".join(re.escape(w.encode()) for w in sorted(words)) + rb")\b")
+    lines: list[int] = []
+    line, pos = 1, 0
+    for match in regex.finditer(data):
+        line += data.count(b"\n", pos, match.start())
+        pos = match.start()
+        if not lines or lines[-1] != line:
+            lines.append(line)
+    return lines
+
+
+class _UsesScanner:
+    """Scan of statements (functions included) for ``X.remove`` references and for
     qualified names passed as call arguments, with function-local imports and simple
     aliases (``registry = db.db_session``) resolved; parameters shadow globals."""
 
-    def __init__(self, summarizer: _Summarizer) -> None:
+    def __init__(self, summarizer: _Summarizer, uses: Uses) -> None:
         self.summarizer = summarizer
         self.facts = summarizer.facts
+        self.uses = uses
 
-    def scan(self, tree: ast.Module) -> None:
-        self._walk(tree.body, {})
+    def scan(self, body: list[ast.stmt]) -> None:
+        self._walk(body, {})
 
     def _qualify(self, expr: ast.expr, local: dict[str, str | None]) -> str | None:
         if isinstance(expr, ast.Name):
@@ -714,19 +835,19 @@ class _RemoveScanner:
             if isinstance(node, ast.Attribute) and node.attr == "remove":
                 qname = self._qualify(node.value, local)
                 if qname:
-                    self.facts.removes.add(qname)
+                    self.uses.removes.add(qname)
             elif isinstance(node, ast.Call):
                 callee = self._qualify(node.func, local)
                 for position, arg in enumerate(node.args):
                     if isinstance(arg, (ast.Name, ast.Attribute)):
                         qname = self._qualify(arg, local)
                         if qname:
-                            self.facts.passed.append((qname, callee, position))
+                            self.uses.passed.append((qname, callee, position))
                 for keyword in node.keywords:
                     if keyword.arg is not None and isinstance(keyword.value, (ast.Name, ast.Attribute)):
                         qname = self._qualify(keyword.value, local)
                         if qname:
-                            self.facts.passed.append((qname, callee, keyword.arg))
+                            self.uses.passed.append((qname, callee, keyword.arg))
             stack.extend(ast.iter_child_nodes(node))
 
 

@@ -2,7 +2,8 @@
 is reached when something raises, and uses of thread-local registries.
 
 The project-wide half ("is ``.remove()`` called on this registry anywhere?") lives in
-:meth:`ProjectIndex.removed_registries`, which scans every project module.
+:meth:`ProjectIndex.registry_released`, which scans the project modules that spell
+the registry by one of its names.
 Facts, no policy: the SES3xx rules decide what to report.
 """
 

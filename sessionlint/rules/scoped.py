@@ -69,7 +69,7 @@ class ScopedSessionNotRemoved(Rule):
         index = self.ctx.index
         for registry in module_registries(self.ctx.resolver):
             origin = registry.kind.origin or f"{self.ctx.facts.name}.{registry.name}"
-            if origin in index.removed_registries() or index.registry_handed_out(origin):
+            if index.registry_released(origin):
                 continue
             self.report(registry.call, var=registry.name)
 
