@@ -18,6 +18,7 @@ from sessionlint import registry
 from sessionlint.analysis.context import FileContext
 from sessionlint.analysis.project import ProjectIndex
 from sessionlint.analysis.relevance import Relevance
+from sessionlint.analysis import walk
 from sessionlint.analysis.walk import children
 from sessionlint.config import Settings
 from sessionlint.diagnostics import Diagnostic, FileResult, input_error
@@ -136,7 +137,10 @@ class Checker:
         except (RecursionError, MemoryError) as exc:
             result.diagnostics.append(self.input_error("SES001", path, 1, 1, type(exc).__name__))
             return
-        reports = self._run_rules(module, real, result, (data, apis) if self.stage1 and data is not None else None)
+        try:
+            reports = self._run_rules(module, real, result, (data, apis) if self.stage1 and data is not None else None)
+        finally:
+            walk.forget()
         if reports:
             result.diagnostics.extend(self._diagnostics(module, source, path, reports))
         result.diagnostics.sort()
@@ -216,7 +220,7 @@ class Checker:
                 call(entries, node)
             if leavers:
                 stack.append((node, True))
-            stack.extend((child, False) for child in reversed(list(children(node))))
+            stack.extend((child, False) for child in reversed(children(node)))
         return reports
 
     def _diagnostics(self, module: cst.Module, source: str, path: str, reports: list[Report]) -> Iterable[Diagnostic]:

@@ -65,21 +65,24 @@ def call_index(module: cst.Module) -> CallIndex:
 def _build(module: cst.Module) -> CallIndex:
     calls: list[ScopedCall] = []
     parent: dict[int, cst.CSTNode] = {}
+    call_type, class_type, function_types = cst.Call, cst.ClassDef, (cst.FunctionDef, cst.Lambda)
     # (node, scope it runs in, directly in a class body)
     stack: list[tuple[cst.CSTNode, ScopeNode, bool]] = [(module, module, False)]
     while stack:
         node, scope, in_class = stack.pop()
-        if isinstance(node, cst.Call):
-            calls.append(ScopedCall(node, scope, in_class))
-        for child in reversed(list(children(node))):
+        kind = type(node)  # exact types: LibCST's node classes are final
+        if kind is call_type:
+            calls.append(ScopedCall(node, scope, in_class))  # type: ignore[arg-type]
+        body = getattr(node, "body", None) if kind in function_types or kind is class_type else None
+        for child in reversed(children(node)):
             parent[id(child)] = node
-            child_scope: ScopeNode = scope
-            child_in_class = in_class
-            if isinstance(node, (cst.FunctionDef, cst.Lambda)) and child is node.body:
-                child_scope, child_in_class = node, False
-            elif isinstance(node, cst.ClassDef) and child is node.body:
-                child_in_class = True
-            stack.append((child, child_scope, child_in_class))
+            if body is not None and child is body:
+                if kind is class_type:
+                    stack.append((child, scope, True))
+                else:
+                    stack.append((child, node, False))  # type: ignore[arg-type]
+            else:
+                stack.append((child, scope, in_class))
     return CallIndex(calls, parent)
 
 

@@ -378,7 +378,7 @@ class _FateFinder:
             node, nested = stack.pop()
             if isinstance(node, cst.Name) and node.value == name and is_read(self.index, node):
                 yield node, nested
-            for child in reversed(list(children(node))):
+            for child in reversed(children(node)):
                 stack.append((child, nested or isinstance(node, SCOPE_NODES)))
 
 

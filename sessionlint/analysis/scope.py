@@ -20,6 +20,15 @@ from sessionlint.analysis.walk import children, walk_scope
 ScopeNode = Union[cst.Module, cst.FunctionDef, cst.Lambda]
 
 CONNECT_METHODS = frozenset({"connect", "raw_connection", "begin"})
+# Node types that bind names (see Resolver._collect_binding); LibCST's node classes
+# are final, so an exact type test is enough and skips ABCMeta's slow isinstance().
+_BINDING_TYPES = frozenset(
+    {
+        cst.Assign, cst.AnnAssign, cst.AugAssign, cst.For, cst.CompFor, cst.WithItem, cst.ExceptHandler,
+        cst.NamedExpr, cst.FunctionDef, cst.ClassDef, cst.Global, cst.Nonlocal, cst.Del, cst.Import,
+        cst.ImportFrom,
+    }
+)
 
 
 def dotted(expr: cst.BaseExpression) -> str | None:
@@ -33,7 +42,7 @@ def dotted(expr: cst.BaseExpression) -> str | None:
 
 
 def strip_await(expr: cst.BaseExpression) -> cst.BaseExpression:
-    while isinstance(expr, cst.Await):
+    while type(expr) is cst.Await:
         expr = expr.expression
     return expr
 
@@ -67,7 +76,7 @@ class Scope:
 
     @property
     def is_module(self) -> bool:
-        return isinstance(self.node, cst.Module)
+        return type(self.node) is cst.Module
 
     @property
     def is_async(self) -> bool:
@@ -92,15 +101,17 @@ class Resolver:
     # -- scopes ---------------------------------------------------------------
 
     def _map_parents(self, node: cst.CSTNode, scope: ScopeNode, cls: cst.ClassDef | None) -> None:
+        function_types, class_type = (cst.FunctionDef, cst.Lambda), cst.ClassDef
         stack: list[tuple[cst.CSTNode, ScopeNode, cst.ClassDef | None]] = [(node, scope, cls)]
         while stack:
             current, owner, klass = stack.pop()
             for child in children(current):
-                if isinstance(child, (cst.FunctionDef, cst.Lambda)):
+                kind = type(child)  # exact types: LibCST's node classes are final
+                if kind in function_types:
                     self._parents[id(child)] = (owner, klass)
-                    stack.append((child, child, None))
-                elif isinstance(child, cst.ClassDef):
-                    stack.append((child, owner, child))
+                    stack.append((child, child, None))  # type: ignore[arg-type]
+                elif kind is class_type:
+                    stack.append((child, owner, child))  # type: ignore[arg-type]
                 else:
                     stack.append((child, owner, klass))
 
@@ -137,6 +148,8 @@ class Resolver:
         return scope
 
     def _collect_binding(self, scope: Scope, node: cst.CSTNode) -> None:
+        if type(node) not in _BINDING_TYPES:
+            return
         if isinstance(node, cst.Assign):
             for target in node.targets:
                 for name in target_names(target.target):

@@ -18,7 +18,7 @@ from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await
 from sessionlint.analysis.sqla import CLOSE_METHODS, ROLLBACK_METHODS
 from sessionlint.analysis.transactions import TxAnalyzer
-from sessionlint.analysis.walk import SCOPE_NODES, children, walk_scope
+from sessionlint.analysis.walk import SCOPE_NODES, children, scope_nodes_of, walk_scope
 
 _LOG_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
 _QUIET_CALLS = frozenset({"print"})
@@ -99,7 +99,7 @@ def is_thread_local(kind: Kind | None) -> bool:
 def registry_calls(tx: TxAnalyzer, fn: cst.FunctionDef, method: str) -> Iterator[tuple[cst.Call, str]]:
     """``<registry>.<method>(...)`` calls in ``fn``'s own body: (call, registry spelling)."""
     scope = tx.function(fn).scope
-    for sub in walk_scope(fn.body):
+    for sub in scope_nodes_of(fn.body, cst.Call):
         if isinstance(sub, cst.Call) and isinstance(sub.func, cst.Attribute) and sub.func.attr.value == method:
             kind = tx.resolver.kind(sub.func.value, scope)
             key = dotted(sub.func.value)

@@ -507,7 +507,7 @@ def _walk_with_scopes(fn: cst.FunctionDef | cst.Lambda) -> Iterator[tuple[cst.CS
         node, scopes = stack.pop()
         yield node, scopes
         inner = (*scopes, node) if isinstance(node, (cst.FunctionDef, cst.Lambda)) else scopes
-        for child in reversed(list(children(node))):
+        for child in reversed(children(node)):
             stack.append((child, inner))
 
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from sessionlint.analysis.calls import call_index
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import FunctionSummary
 from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await, target_names
 from sessionlint.analysis.sqla import CLOSE_METHODS, ROLLBACK_METHODS
-from sessionlint.analysis.walk import SCOPE_NODES, children, walk, walk_scope
+from sessionlint.analysis.walk import SCOPE_NODES, scope_nodes_of, walk, walk_scope
 
 # Session methods that talk to the database, so a database error can come out of them
 # (and leave the transaction needing a rollback). ``add``/``delete`` only stage changes;
@@ -94,7 +95,7 @@ class FunctionTx:
 
     node: cst.FunctionDef
     scope: Scope
-    parents: dict[int, cst.CSTNode] = field(default_factory=dict)
+    parents: dict[int, cst.CSTNode]  # the module's parent map (calls.call_index)
     with_sessions: dict[str, list[cst.With]] = field(default_factory=dict)
 
 
@@ -124,16 +125,8 @@ class TxAnalyzer:
         found = self._functions.get(id(node))
         if found is None:
             scope = self.resolver.scope(node)
-            found = FunctionTx(node, scope)
-            stack: list[cst.CSTNode] = [node.body]
-            while stack:
-                current = stack.pop()
-                for child in children(current):
-                    found.parents[id(child)] = current
-                    if not isinstance(child, SCOPE_NODES):
-                        stack.append(child)
-            found.parents[id(node.body)] = node
-            for sub in walk_scope(node.body):
+            found = FunctionTx(node, scope, call_index(self.resolver.module).parent)
+            for sub in scope_nodes_of(node.body, cst.With):
                 if isinstance(sub, cst.With):
                     for item in sub.items:
                         if item.asname is None or not isinstance(item.asname.name, cst.Name):
@@ -504,9 +497,8 @@ def swallowing_handlers(tx: TxAnalyzer, fn: cst.FunctionDef) -> Iterator[tuple[c
     database error raised by session work in their ``try``, and on some path neither
     roll back nor re-raise while that session lives on."""
     scope = tx.function(fn).scope
-    for node in walk_scope(fn.body):
-        if not isinstance(node, (cst.Try, cst.TryStar)):
-            continue
+    for node in scope_nodes_of(fn.body, cst.Try, cst.TryStar):
+        assert isinstance(node, (cst.Try, cst.TryStar))
         refs: dict[str, SessionRef] = {}
         for call in tx.session_calls(node.body, fn):
             if call.method not in WORK_METHODS or call.ref.key in refs:
@@ -594,9 +586,8 @@ def uncommitted_blocks(tx: TxAnalyzer, fn: cst.FunctionDef, flow_sites: Iterable
     each), that write and never commit."""
     facts = tx.function(fn)
     scope = facts.scope
-    for node in walk_scope(fn.body):
-        if not isinstance(node, cst.With):
-            continue
+    for node in scope_nodes_of(fn.body, cst.With):
+        assert isinstance(node, cst.With)
         for item in node.items:
             if item.asname is None or not isinstance(item.asname.name, cst.Name):
                 continue
