@@ -16,9 +16,9 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from sessionlint import registry
 from sessionlint.analysis.context import FileContext
-from sessionlint.analysis.project import ProjectIndex
+from sessionlint.analysis.project import ProjectIndex, syntax_problem
 from sessionlint.analysis.relevance import Relevance
-from sessionlint.analysis import walk
+from sessionlint.analysis import calls, walk
 from sessionlint.analysis.walk import children
 from sessionlint.config import Settings
 from sessionlint.diagnostics import Diagnostic, FileResult, input_error
@@ -26,18 +26,6 @@ from sessionlint.runner import build_index as build_index, project_settings as p
 from sessionlint.sources import SourceError, decode_source, read_source as read_source
 from sessionlint.rules.base import Report, Rule
 from sessionlint.suppress import is_suppressed, noqa_lines
-
-
-def _ast_syntax_error(source: str) -> tuple[int, int, str] | None:
-    from sessionlint.analysis.project import check_syntax
-
-    try:
-        check_syntax(source)
-    except SyntaxError as exc:
-        return exc.lineno or 1, exc.offset or 1, exc.msg
-    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
-        return 1, 1, str(exc) or type(exc).__name__
-    return None
 
 
 def syntax_error(source: str, error: cst.ParserSyntaxError) -> tuple[int, int, str]:
@@ -51,6 +39,21 @@ def syntax_error(source: str, error: cst.ParserSyntaxError) -> tuple[int, int, s
     except (ValueError, RecursionError) as exc:  # null bytes, absurd nesting
         return 1, 1, str(exc)
     return error.raw_line, error.raw_column + 1, error.message.splitlines()[0]
+
+
+# Where a compound statement can be: statements and the suites and clauses holding them.
+_STATEMENT_HOLDERS = (
+    cst.BaseStatement, cst.BaseSuite, cst.ExceptHandler, cst.ExceptStarHandler, cst.Else, cst.Finally, cst.MatchCase,
+)
+
+_HOLDS: dict[type, bool] = {}
+
+
+def _holds_statements(kind: type) -> bool:
+    found = _HOLDS.get(kind)
+    if found is None:
+        found = _HOLDS[kind] = issubclass(kind, _STATEMENT_HOLDERS)
+    return found
 
 
 class Checker:
@@ -71,6 +74,9 @@ class Checker:
         self.relevance = relevance or Relevance(index)
         self.rules = list(rules) if rules is not None else registry.enabled_rules(settings.select, settings.ignore)
         self.debug = debug
+        # Syntax checks already done (absolute path -> problem), e.g. by the runner's
+        # prepass; only used for files stage 1 finds irrelevant.
+        self.syntax: dict[str, tuple[int, int, str] | None] = {}
 
     # -- public -----------------------------------------------------------------
 
@@ -120,9 +126,11 @@ class Checker:
         apis: frozenset[str] = frozenset()
         if self.stage1:
             # Stage 1: only files, and top-level blocks, holding a candidate site go on.
-            plan = self.relevance.plan(os.path.abspath(real), data if data is not None else source.encode("utf-8", "surrogatepass"))
+            where = os.path.abspath(real)
+            plan = self.relevance.plan(where, data if data is not None else source.encode("utf-8", "surrogatepass"))
             if not plan.relevant:
-                problem = _ast_syntax_error(source)
+                known = index_path is None and where in self.syntax
+                problem = self.syntax[where] if known else syntax_problem(source)
                 if problem is not None:
                     result.diagnostics.append(self.input_error("SES001", path, *problem))
                 return
@@ -141,6 +149,7 @@ class Checker:
             reports = self._run_rules(module, real, result, (data, apis) if self.stage1 and data is not None else None)
         finally:
             walk.forget()
+            calls.forget()
         if reports:
             result.diagnostics.extend(self._diagnostics(module, source, path, reports))
         result.diagnostics.sort()
@@ -205,7 +214,11 @@ class Checker:
                         "rerun with --debug for the traceback"
                     )
 
-        # One walk, pre-order visits and post-order leaves.
+        # One walk, pre-order visits and post-order leaves. When every visited type is
+        # a statement (or the module), expressions cannot hold one: walk statements only.
+        statements_only = all(
+            issubclass(getattr(cst, name, object), (cst.BaseCompoundStatement, cst.Module)) for name in (*visitors, *leavers)
+        )
         stack: list[tuple[cst.CSTNode, bool]] = [(module, False)]
         while stack:
             node, leaving = stack.pop()
@@ -220,7 +233,10 @@ class Checker:
                 call(entries, node)
             if leavers:
                 stack.append((node, True))
-            stack.extend((child, False) for child in reversed(children(node)))
+            kids = children(node)
+            if statements_only:
+                kids = tuple(k for k in kids if _holds_statements(type(k)))
+            stack.extend((child, False) for child in reversed(kids))
         return reports
 
     def _diagnostics(self, module: cst.Module, source: str, path: str, reports: list[Report]) -> Iterable[Diagnostic]:

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sessionlint import __version__
-from sessionlint.analysis.project import ProjectIndex
+from sessionlint.analysis.project import ModuleFacts, ProjectIndex, syntax_problem
 from sessionlint.analysis.relevance import Relevance
 from sessionlint.cache import ResultCache, content_hash
 from sessionlint.config import Settings
 from sessionlint.diagnostics import FileResult, input_error
+from sessionlint.sources import SourceError, decode_source
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
@@ -149,9 +150,12 @@ def check_files(
             relevance = Relevance(index)
             if names_ok and previous.names is not None:
                 relevance.seed(frozenset(previous.names), frozenset(previous.modules), _exports(previous.exports))
+        syntax: dict[str, tuple[int, int, str] | None] = {}
         if options.stage1:
+            if not relevance.computed:
+                syntax = _prepass(todo, index, options)
             relevance.project_names()  # once, before workers fork (a no-op when seeded)
-        results.update(_run(todo, settings, index, relevance, options))
+        results.update(_run(todo, settings, index, relevance, options, syntax))
 
     if stats is not None:
         stats.checked = list(todo)
@@ -190,20 +194,92 @@ def _check_chunk(paths: list[str]) -> list[FileResult]:
     return [_WORKER.check_path(path, _WORKER.index.file_bytes(os.path.abspath(path))) for path in paths]
 
 
-def _run(todo: list[str], settings: Settings, index: ProjectIndex, relevance: Relevance, options: RunOptions) -> dict[str, FileResult]:
+def _jobs(options: RunOptions, files: int) -> int:
+    jobs = options.jobs or os.cpu_count() or 1
+    return min(jobs, max(1, files // _MIN_FILES_PER_JOB))
+
+
+# -- the prepass: the parse every file needs, spread over the workers -----------------
+
+_PREPASS: ProjectIndex | None = None  # set in the parent before forking
+
+
+def _prepass_chunk(paths: list[str]) -> tuple[list[ModuleFacts], dict[str, tuple[int, int, str] | None]]:
+    """Facts of the files naming ``sqlalchemy`` (stage 1 reads them all), and the
+    syntax check of the others (which stage 1 will mostly find irrelevant)."""
+    assert _PREPASS is not None
+    index = _PREPASS
+    facts: list[ModuleFacts] = []
+    syntax: dict[str, tuple[int, int, str] | None] = {}
+    for path in paths:
+        data = index.file_bytes(path)
+        if b"sqlalchemy" in data:
+            facts.append(index.facts_for_path(path))
+            continue
+        try:
+            source = decode_source(data)
+        except SourceError:
+            continue  # the check reports it
+        syntax[path] = syntax_problem(source)
+    return facts, syntax
+
+
+def _prepass(todo: list[str], index: ProjectIndex, options: RunOptions) -> dict[str, tuple[int, int, str] | None]:
+    """Before stage 1's project-wide names (which parse the files naming ``sqlalchemy``
+    one by one in this process), do that parsing and the syntax check of the checked
+    files in parallel. Returns the syntax checks (absolute path -> problem or None)."""
+    global _PREPASS
+    checked = {os.path.abspath(p) for p in todo}
+    paths = [p for p in index.files() if p in checked or b"sqlalchemy" in index.file_bytes(p)]
+    jobs = _jobs(options, len(paths))
+    context = _fork_context()
+    if jobs <= 1 or options.debug or context is None:
+        return {}
+    ordered = sorted(paths, key=lambda p: -len(index.file_bytes(p)))
+    chunks = [ordered[i : i + _CHUNK * 4] for i in range(0, len(ordered), _CHUNK * 4)]
+    syntax: dict[str, tuple[int, int, str] | None] = {}
+    _PREPASS = index
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            for future in as_completed([pool.submit(_prepass_chunk, chunk) for chunk in chunks]):
+                try:
+                    facts, checks = future.result()
+                except Exception:  # a worker died: the check does that work again
+                    continue
+                index.install_facts(facts)
+                syntax.update(checks)
+    finally:
+        _PREPASS = None
+    return syntax
+
+
+def _fork_context() -> BaseContext | None:
+    import multiprocessing
+
+    try:
+        return multiprocessing.get_context("fork")
+    except ValueError:  # no fork on this platform: stay in one process
+        return None
+
+
+def _run(
+    todo: list[str],
+    settings: Settings,
+    index: ProjectIndex,
+    relevance: Relevance,
+    options: RunOptions,
+    syntax: dict[str, tuple[int, int, str] | None] | None = None,
+) -> dict[str, FileResult]:
     global _WORKER
     from sessionlint.engine import Checker
 
     checker = Checker(settings, index, debug=options.debug, stage1=options.stage1, relevance=relevance)
-    jobs = options.jobs or os.cpu_count() or 1
-    jobs = min(jobs, max(1, len(todo) // _MIN_FILES_PER_JOB))
+    checker.syntax = syntax or {}
+    jobs = _jobs(options, len(todo))
     if jobs <= 1 or options.debug:
         return {path: checker.check_path(path, index.file_bytes(os.path.abspath(path))) for path in todo}
-    import multiprocessing
-
-    try:
-        context = multiprocessing.get_context("fork")
-    except ValueError:  # no fork on this platform: stay in one process
+    context = _fork_context()
+    if context is None:
         return {path: checker.check_path(path, index.file_bytes(os.path.abspath(path))) for path in todo}
     # Largest files first, in small chunks, so no worker is left with the tail.
     ordered = sorted(todo, key=lambda p: -len(index.file_bytes(os.path.abspath(p))))

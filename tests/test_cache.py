@@ -173,3 +173,29 @@ def test_a_module_becoming_interesting_rechecks_files_reaching_it_by_module_name
     found, stats = run(project)
     assert ("report.py", 5, "SES101") in found
     assert "report.py" in names(stats.checked)
+
+
+def test_parallel_run_matches_one_process_including_syntax_errors(tmp_path: Path) -> None:
+    """``--jobs 2`` (a parallel prepass for the parse and the syntax check, then the
+    check) gives exactly what one process gives, syntax errors included."""
+    (tmp_path / "pyproject.toml").write_text("[tool.sessionlint]\n")
+    app = tmp_path / "app"
+    app.mkdir()
+    files = {"__init__": "", "db": DB, "views": VIEWS, "jobs": JOBS}
+    for n in range(24):
+        files[f"util{n}"] = OTHER
+    files["broken_plain"] = "def f(:\n    pass\n"  # no SQLAlchemy: only the syntax check sees it
+    files["broken_sqla"] = "import sqlalchemy\n\nclass (:\n"
+    files["duplicate_arg"] = "def f(a, a):\n    return a\n"  # compiles to an error, parses fine
+    files["null_byte"] = "x = 1\0\n"
+    for name, text in files.items():
+        (app / f"{name}.py").write_text(text)
+    paths = sorted(str(p) for p in app.rglob("*.py"))
+    found = {}
+    for jobs in (1, 2):
+        results = check_files(Settings(root=tmp_path), paths, RunOptions(jobs=jobs, use_cache=False))
+        found[jobs] = sorted((Path(d.path).name, d.line, d.column, d.code, d.message) for r in results for d in r.diagnostics)
+    assert found[1] == found[2]
+    codes = {(name, code) for name, _, _, code, _ in found[1]}
+    assert {("broken_plain.py", "SES001"), ("broken_sqla.py", "SES001"), ("null_byte.py", "SES001"), ("views.py", "SES101")} <= codes
+    assert not any(name == "duplicate_arg.py" for name, *_ in found[1])

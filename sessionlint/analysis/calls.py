@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import libcst as cst
 
-from sessionlint.analysis.scope import ScopeNode
 from sessionlint.analysis.walk import children, walk_scope
+
+if TYPE_CHECKING:
+    from sessionlint.analysis.scope import ScopeNode
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,8 @@ class ScopedCall:
 class CallIndex:
     calls: list[ScopedCall]
     parent: dict[int, cst.CSTNode]  # id(node) -> parent node
+    # id(function or lambda) -> (the scope it is written in, the class it is part of)
+    scope_parents: dict[int, tuple[ScopeNode, cst.ClassDef | None]]
 
     def parent_of(self, node: cst.CSTNode) -> cst.CSTNode | None:
         return self.parent.get(id(node))
@@ -42,6 +46,11 @@ T = TypeVar("T")
 # (the engine checks one file at a time) and checks identity, not just ``id()``.
 _PER_MODULE: dict[tuple[int, str], tuple[cst.Module, object]] = {}
 _PER_MODULE_LIMIT = 32
+
+
+def forget() -> None:
+    """Drop the per-module facts (the engine calls this after each file)."""
+    _PER_MODULE.clear()
 
 
 def per_module(module: cst.Module, key: str, build: Callable[[], T]) -> T:
@@ -65,25 +74,36 @@ def call_index(module: cst.Module) -> CallIndex:
 def _build(module: cst.Module) -> CallIndex:
     calls: list[ScopedCall] = []
     parent: dict[int, cst.CSTNode] = {}
+    scope_parents: dict[int, tuple[ScopeNode, cst.ClassDef | None]] = {}
     call_type, class_type, function_types = cst.Call, cst.ClassDef, (cst.FunctionDef, cst.Lambda)
-    # (node, scope it runs in, directly in a class body)
-    stack: list[tuple[cst.CSTNode, ScopeNode, bool]] = [(module, module, False)]
+    # (node, scope its calls run in, directly in a class body, the function or lambda it
+    # is part of (decorators and defaults included), the class it is part of)
+    stack: list[tuple[cst.CSTNode, ScopeNode, bool, ScopeNode, cst.ClassDef | None]] = [
+        (module, module, False, module, None)
+    ]
     while stack:
-        node, scope, in_class = stack.pop()
+        node, scope, in_class, owner, klass = stack.pop()
         kind = type(node)  # exact types: LibCST's node classes are final
+        body = None
         if kind is call_type:
             calls.append(ScopedCall(node, scope, in_class))  # type: ignore[arg-type]
-        body = getattr(node, "body", None) if kind in function_types or kind is class_type else None
+        elif kind in function_types:
+            scope_parents[id(node)] = (owner, klass)
+            body = node.body  # type: ignore[attr-defined]
+            owner, klass = node, None  # type: ignore[assignment]
+        elif kind is class_type:
+            body = node.body  # type: ignore[attr-defined]
+            klass = node  # type: ignore[assignment]
         for child in reversed(children(node)):
             parent[id(child)] = node
             if body is not None and child is body:
                 if kind is class_type:
-                    stack.append((child, scope, True))
+                    stack.append((child, scope, True, owner, klass))
                 else:
-                    stack.append((child, node, False))  # type: ignore[arg-type]
+                    stack.append((child, node, False, owner, klass))  # type: ignore[arg-type]
             else:
-                stack.append((child, scope, in_class))
-    return CallIndex(calls, parent)
+                stack.append((child, scope, in_class, owner, klass))
+    return CallIndex(calls, parent, scope_parents)
 
 
 def int_value(expr: cst.BaseExpression | None) -> int | None:

@@ -197,6 +197,12 @@ class ProjectIndex:
             self._facts[apath] = facts
         return facts
 
+    def install_facts(self, facts: Iterable[ModuleFacts]) -> None:
+        """Facts built elsewhere (a worker process) for files of this index."""
+        for item in facts:
+            if item.path not in self._sources:
+                self._facts.setdefault(item.path, item)
+
     def facts_for_module(self, name: str) -> ModuleFacts | None:
         path = self._by_name.get(name)
         if path is None:
@@ -682,6 +688,17 @@ def check_syntax(source: str, filename: str = "<unknown>") -> None:
             symtable.symtable(chunk, filename, "exec")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         ast.parse(source, filename=filename)
+
+
+def syntax_problem(source: str) -> tuple[int, int, str] | None:
+    """(line, column, message) if ``source`` is not valid Python, else None."""
+    try:
+        check_syntax(source)
+    except SyntaxError as exc:
+        return exc.lineno or 1, exc.offset or 1, exc.msg
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
+        return 1, 1, str(exc) or type(exc).__name__
+    return None
 
 
 def _decoded(data: bytes) -> str:

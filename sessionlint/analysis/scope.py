@@ -13,9 +13,10 @@ from typing import Union
 
 import libcst as cst
 
+from sessionlint.analysis.calls import call_index
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
-from sessionlint.analysis.walk import children, walk_scope
+from sessionlint.analysis.walk import walk_scope
 
 ScopeNode = Union[cst.Module, cst.FunctionDef, cst.Lambda]
 
@@ -94,26 +95,10 @@ class Resolver:
         self.facts = facts
         self.index = index
         self._scopes: dict[int, Scope] = {}
-        self._parents: dict[int, tuple[ScopeNode, cst.ClassDef | None]] = {}
+        self._parents = call_index(module).scope_parents
         self._local_kinds: dict[tuple[int, str], Kind | None] = {}
-        self._map_parents(module, module, None)
 
     # -- scopes ---------------------------------------------------------------
-
-    def _map_parents(self, node: cst.CSTNode, scope: ScopeNode, cls: cst.ClassDef | None) -> None:
-        function_types, class_type = (cst.FunctionDef, cst.Lambda), cst.ClassDef
-        stack: list[tuple[cst.CSTNode, ScopeNode, cst.ClassDef | None]] = [(node, scope, cls)]
-        while stack:
-            current, owner, klass = stack.pop()
-            for child in children(current):
-                kind = type(child)  # exact types: LibCST's node classes are final
-                if kind in function_types:
-                    self._parents[id(child)] = (owner, klass)
-                    stack.append((child, child, None))  # type: ignore[arg-type]
-                elif kind is class_type:
-                    stack.append((child, owner, child))  # type: ignore[arg-type]
-                else:
-                    stack.append((child, owner, klass))
 
     def scope(self, node: ScopeNode) -> Scope:
         found = self._scopes.get(id(node))
