@@ -8,11 +8,12 @@ from __future__ import annotations
 import ast
 import fnmatch
 import os
+import re
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, PositionProvider
 
 from sessionlint import registry
 from sessionlint.analysis.context import FileContext
@@ -54,6 +55,42 @@ def _holds_statements(kind: type) -> bool:
     if found is None:
         found = _HOLDS[kind] = issubclass(kind, _STATEMENT_HOLDERS)
     return found
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def node_positions(module: cst.Module, nodes: Sequence[cst.CSTNode]) -> Mapping[cst.CSTNode, CodeRange]:
+    """Where ``nodes`` are in ``module``, as LibCST's PositionProvider says, at a
+    fraction of its cost: only the top-level statements holding them get positions
+    (each as a module of its own, shifted by the lines before it), the others are
+    only rendered to count their lines."""
+    parents = calls.call_index(module).parent
+    wanted: dict[int, list[cst.CSTNode]] = {}
+    for node in nodes:
+        top: cst.CSTNode | None = node
+        while top is not None and parents.get(id(top)) is not module:
+            top = parents.get(id(top))
+        if top is None:  # not under a statement of the module's body
+            return MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+        wanted.setdefault(id(top), []).append(node)
+    out: dict[cst.CSTNode, CodeRange] = {}
+    line = len(module.header)  # lines before the statement at hand
+    for statement in module.body:
+        found = wanted.pop(id(statement), None)
+        if found is not None:
+            alone = module.with_changes(body=[statement], header=[], footer=[])
+            positions = MetadataWrapper(alone, unsafe_skip_copy=True).resolve(PositionProvider)
+            for node in found:
+                where = positions[node]
+                out[node] = CodeRange(
+                    CodePosition(where.start.line + line, where.start.column),
+                    CodePosition(where.end.line + line, where.end.column),
+                )
+            if not wanted:
+                break
+        line += len(_LINE_BREAK.findall(module.code_for_node(statement)))
+    return out
 
 
 class Checker:
@@ -147,11 +184,11 @@ class Checker:
             return
         try:
             reports = self._run_rules(module, real, result, (data, apis) if self.stage1 and data is not None else None)
+            if reports:
+                result.diagnostics.extend(self._diagnostics(module, source, path, reports))
         finally:
             walk.forget()
             calls.forget()
-        if reports:
-            result.diagnostics.extend(self._diagnostics(module, source, path, reports))
         result.diagnostics.sort()
 
     # -- internals --------------------------------------------------------------
@@ -241,7 +278,7 @@ class Checker:
 
     def _diagnostics(self, module: cst.Module, source: str, path: str, reports: list[Report]) -> Iterable[Diagnostic]:
         # Positions are computed only for files with something to report.
-        positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+        positions = node_positions(module, [report.node for report in reports])
         noqa = noqa_lines(source)
         seen: set[tuple[int, int, str]] = set()
         for report in reports:

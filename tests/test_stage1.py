@@ -211,3 +211,72 @@ def test_big_files_parsed_in_chunks_give_the_same_facts(tmp_path: Path, monkeypa
     assert lean.blocks[-1][1] > 15_000 and lean.values["Session399"].line > 15_000
     assert lean.functions["make_399"].closes == frozenset({"session"})
     assert lean.methods["Model399"]["reset"].closes == frozenset({"other"})
+
+
+POSITION_SAMPLES = sorted({p for s in ALL for p in s.files()}, key=str)
+
+
+@pytest.mark.parametrize("path", POSITION_SAMPLES, ids=[str(p.relative_to(FIXTURES)) for p in POSITION_SAMPLES])
+def test_positions_of_reported_nodes_match_libcst(path: Path) -> None:
+    """The engine computes positions only for the top-level statements holding reported
+    nodes; they must equal LibCST's PositionProvider over the whole module."""
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
+    from sessionlint.analysis import calls, walk
+    from sessionlint.engine import node_positions
+
+    try:
+        module = cst.parse_module(path.read_text(encoding="utf-8"))
+    except cst.ParserSyntaxError:
+        pytest.skip("not valid Python on purpose")
+    full = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    nodes = [n for n in walk.walk(module) if isinstance(n, (cst.Call, cst.Name, cst.FunctionDef, cst.With, cst.Assign))]
+    try:
+        fast = node_positions(module, nodes)
+    finally:
+        walk.forget()
+        calls.forget()
+    assert {id(n): fast[n] for n in nodes} == {id(n): full[n] for n in nodes}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "# header\r\n\r\nimport x\r\n\r\n\r\n@deco\r\ndef f():\r\n    s = Session()\r\n    return s.query(1)\r\n",
+        "\n\n# c\n\x0c\ndef f():\n    pass\n\x0c\n\nclass A:\n    def m(self):\n        g(1)\n\nh(2)",
+        "x = (\n  1,\n)\nif x:\n    y = [\n        call(a)\n    ]\nelse:\n    pass\n",
+    ],
+)
+def test_positions_with_unusual_line_breaks(source: str) -> None:
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
+    from sessionlint.analysis import calls, walk
+    from sessionlint.engine import node_positions
+
+    module = cst.parse_module(source)
+    full = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    nodes = [n for n in walk.walk(module) if isinstance(n, (cst.Call, cst.Name, cst.FunctionDef))]
+    try:
+        fast = node_positions(module, nodes)
+    finally:
+        walk.forget()
+        calls.forget()
+    assert nodes and {id(n): fast[n] for n in nodes} == {id(n): full[n] for n in nodes}
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_form_feeds_and_line_ends_do_not_shift_blanked_blocks(tmp_path: Path, newline: str) -> None:
+    """Stage 1 blanks blocks by line number; a form feed (a line separator for
+    str.splitlines, not for Python) or CR-only line ends must not shift them."""
+    lines = [
+        "from sqlalchemy.orm import sessionmaker", "\x0c", "SessionLocal = sessionmaker()", "", "",
+        "def unrelated():", "    return 1", "", "", "def leak():", "    s = SessionLocal()",
+        "    return s.query(int).all()", "", "", "def helper(s):", "    s.close()", "",
+    ]
+    path = tmp_path / "m.py"
+    path.write_bytes(newline.join(lines).encode())
+    with_stage1 = lint(tmp_path, [path], True)
+    assert [(d.line, d.code) for d in with_stage1] == [(11, "SES101")]
+    assert with_stage1 == lint(tmp_path, [path], False)

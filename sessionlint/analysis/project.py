@@ -632,6 +632,8 @@ def parse_lean(source: str | bytes, filename: str = "<unknown>") -> ast.Module:
     if len(source) <= _BIG_FILE:
         return ast.parse(source, filename=filename)
     text = source if isinstance(source, str) else _decoded(source)
+    if "\r" in text:  # lines are counted by "\n" below
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     module = ast.Module(body=[], type_ignores=[])
     line = 0
     for chunk in _chunks(text):
@@ -715,6 +717,7 @@ _METHOD_WORDS = re.compile(
 def _method_lines(text: str | bytes) -> list[int]:
     """Sorted line numbers on which a word :func:`summarize_function` looks for occurs."""
     data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    data = _unix_newlines(data)
     lines: list[int] = []
     line, pos = 1, 0
     for match in _METHOD_WORDS.finditer(data):
@@ -723,6 +726,11 @@ def _method_lines(text: str | bytes) -> list[int]:
         if not lines or lines[-1] != line:
             lines.append(line)
     return lines
+
+
+def _unix_newlines(data: bytes) -> bytes:
+    """``data`` with every line break a ``\n`` (lines are counted by ``\n``)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in data else data
 
 
 def _plain_summary(node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
@@ -767,6 +775,7 @@ def summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> Function
 def _word_lines(data: bytes, words: frozenset[str]) -> list[int]:
     """Sorted line numbers on which one of ``words`` occurs as a word."""
     regex = re.compile(rb"\b(?:" + b"|".join(re.escape(w.encode()) for w in sorted(words)) + rb")\b")
+    data = _unix_newlines(data)
     lines: list[int] = []
     line, pos = 1, 0
     for match in regex.finditer(data):

@@ -34,6 +34,9 @@ _INTERESTING_TAGS = frozenset(
 )
 
 
+_LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
 @dataclass(frozen=True)
 class Plan:
     """What stage 2 must look at in one file."""
@@ -46,11 +49,13 @@ class Plan:
         """``source`` with the blanked blocks replaced by empty lines."""
         if not self.blank:
             return source
-        lines = source.splitlines(keepends=True)
+        # Lines as Python counts them: str.splitlines() would also break at form
+        # feeds and other separators that are not line ends in source code.
+        lines = _LINES.findall(source)
         for first, last in self.blank:
             for number in range(first - 1, min(last, len(lines))):
                 line = lines[number]
-                ending = "\r\n" if line.endswith("\r\n") else "\n" if line.endswith(("\n", "\r")) else ""
+                ending = "\r\n" if line.endswith("\r\n") else line[-1] if line.endswith(("\n", "\r")) else ""
                 lines[number] = ending
         return "".join(lines)
 
