@@ -154,7 +154,9 @@ def check_files(
         if options.stage1:
             if not relevance.computed:
                 syntax = _prepass(todo, index, options)
-            relevance.project_names()  # once, before workers fork (a no-op when seeded)
+            # Once, before workers fork (a no-op when seeded); the fixpoint's later rounds
+            # read new files, whose facts are built in parallel too.
+            relevance.project_names(prefetch=lambda paths: _prefetch(paths, index, options))
         results.update(_run(todo, settings, index, relevance, options, syntax))
 
     if stats is not None:
@@ -204,16 +206,17 @@ def _jobs(options: RunOptions, files: int) -> int:
 _PREPASS: ProjectIndex | None = None  # set in the parent before forking
 
 
-def _prepass_chunk(paths: list[str]) -> tuple[list[ModuleFacts], dict[str, tuple[int, int, str] | None]]:
+def _prepass_chunk(paths: list[str], facts_only: bool = False) -> tuple[list[ModuleFacts], dict[str, tuple[int, int, str] | None]]:
     """Facts of the files naming ``sqlalchemy`` (stage 1 reads them all), and the
-    syntax check of the others (which stage 1 will mostly find irrelevant)."""
+    syntax check of the others (which stage 1 will mostly find irrelevant); with
+    ``facts_only``, facts of every file."""
     assert _PREPASS is not None
     index = _PREPASS
     facts: list[ModuleFacts] = []
     syntax: dict[str, tuple[int, int, str] | None] = {}
     for path in paths:
         data = index.file_bytes(path)
-        if b"sqlalchemy" in data:
+        if facts_only or b"sqlalchemy" in data:
             facts.append(index.facts_for_path(path))
             continue
         try:
@@ -224,13 +227,26 @@ def _prepass_chunk(paths: list[str]) -> tuple[list[ModuleFacts], dict[str, tuple
     return facts, syntax
 
 
-def _prepass(todo: list[str], index: ProjectIndex, options: RunOptions) -> dict[str, tuple[int, int, str] | None]:
+def _prefetch(paths: list[str], index: ProjectIndex, options: RunOptions) -> None:
+    """Build, in parallel, the facts of those of ``paths`` that have none yet."""
+    missing = [p for p in paths if not index.has_facts(p)]
+    if len(missing) >= 2 * _MIN_FILES_PER_JOB:
+        _prepass([], index, options, facts_of=missing)
+
+
+def _prepass(
+    todo: list[str], index: ProjectIndex, options: RunOptions, facts_of: list[str] | None = None
+) -> dict[str, tuple[int, int, str] | None]:
     """Before stage 1's project-wide names (which parse the files naming ``sqlalchemy``
     one by one in this process), do that parsing and the syntax check of the checked
-    files in parallel. Returns the syntax checks (absolute path -> problem or None)."""
+    files in parallel. Returns the syntax checks (absolute path -> problem or None).
+    With ``facts_of``: only build the facts of those files."""
     global _PREPASS
     checked = {os.path.abspath(p) for p in todo}
-    paths = [p for p in index.files() if p in checked or b"sqlalchemy" in index.file_bytes(p)]
+    if facts_of is not None:
+        paths, force = facts_of, True
+    else:
+        paths, force = [p for p in index.files() if p in checked or b"sqlalchemy" in index.file_bytes(p)], False
     jobs = _jobs(options, len(paths))
     context = _fork_context()
     if jobs <= 1 or options.debug or context is None:
@@ -241,7 +257,7 @@ def _prepass(todo: list[str], index: ProjectIndex, options: RunOptions) -> dict[
     _PREPASS = index
     try:
         with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            for future in as_completed([pool.submit(_prepass_chunk, chunk) for chunk in chunks]):
+            for future in as_completed([pool.submit(_prepass_chunk, chunk, force) for chunk in chunks]):
                 try:
                     facts, checks = future.result()
                 except Exception:  # a worker died: the check does that work again

@@ -197,6 +197,9 @@ class ProjectIndex:
             self._facts[apath] = facts
         return facts
 
+    def has_facts(self, path: str) -> bool:
+        return os.path.abspath(path) in self._facts
+
     def install_facts(self, facts: Iterable[ModuleFacts]) -> None:
         """Facts built elsewhere (a worker process) for files of this index."""
         for item in facts:

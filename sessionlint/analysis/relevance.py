@@ -17,6 +17,7 @@ that runs every fixture and a generated corpus with and without this stage.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
@@ -66,7 +67,7 @@ class Relevance:
     def __init__(self, index: ProjectIndex) -> None:
         self.index = index
         self._names: frozenset[str] | None = None
-        self._name_regex: re.Pattern[bytes] | None = None
+        self._name_regex: _WordSearch | None = None
         self._modules: set[str] = set()  # project modules that define interesting names
         self._exported: set[str] = set()  # interesting names found so far (fixpoint)
         # Each file's contribution to the project-wide names (kept by the result cache).
@@ -126,10 +127,12 @@ class Relevance:
             return True
         return qname in self._modules
 
-    def project_names(self) -> frozenset[str]:
+    def project_names(self, prefetch: Callable[[list[str]], None] | None = None) -> frozenset[str]:
         """Names through which other modules can reach something interesting: what
         modules define or re-export (a fixpoint over re-exports). The modules that
-        define them are kept apart (:attr:`modules`), for ``import app.db as d``."""
+        define them are kept apart (:attr:`modules`), for ``import app.db as d``.
+        ``prefetch``, if given, is asked to build the facts of each round's files
+        (in parallel, say) before they are read here."""
         if self._names is not None:
             return self._names
         names: set[str] = {f.rsplit(".", 1)[-1] for f in self.index.session_factories}
@@ -137,6 +140,8 @@ class Relevance:
         scanned: set[str] = set()
         pending = [p for p in self.index.files() if b"sqlalchemy" in self.index.file_bytes(p)]
         while pending:
+            if prefetch is not None:
+                prefetch(pending)
             for path in pending:
                 scanned.add(path)
                 exported = self.module_tokens(self.index.facts_for_path(path), defined_only=True)
@@ -222,11 +227,22 @@ class Relevance:
         return apis
 
 
-def _regex(names: set[str] | frozenset[str], attribute_too: bool = False) -> re.Pattern[bytes] | None:
+class _WordSearch:
+    """Whole-word search for a few names: a plain substring test first (fast), the
+    word-boundary regular expression only on a hit."""
+
+    def __init__(self, names: set[str] | frozenset[str], attribute_too: bool) -> None:
+        self.words = [n.encode() for n in sorted(names, key=len, reverse=True)]
+        prefix = rb"\b" if attribute_too else rb"(?<![\w.])"
+        self.regex = re.compile(prefix + rb"(?:" + b"|".join(re.escape(w) for w in self.words) + rb")\b")
+
+    def search(self, data: bytes) -> bool:
+        return any(w in data for w in self.words) and self.regex.search(data) is not None
+
+
+def _regex(names: set[str] | frozenset[str], attribute_too: bool = False) -> _WordSearch | None:
     """Whole-word search for ``names``; unless ``attribute_too``, not after a dot
     (``self.engine`` is not the module's ``engine``)."""
     if not names:
         return None
-    alternatives = b"|".join(re.escape(n.encode()) for n in sorted(names, key=len, reverse=True))
-    prefix = rb"\b" if attribute_too else rb"(?<![\w.])"
-    return re.compile(prefix + rb"(?:" + alternatives + rb")\b")
+    return _WordSearch(names, attribute_too)
