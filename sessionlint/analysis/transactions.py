@@ -11,13 +11,12 @@ and it lets ``self.session.flush()`` and ``self.session.rollback()`` meet.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import libcst as cst
 
-from sessionlint.analysis.calls import call_index
+from sessionlint.analysis.calls import call_index, per_module
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import FunctionSummary
 from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await, target_names
@@ -99,16 +98,10 @@ class FunctionTx:
     with_sessions: dict[str, list[cst.With]] = field(default_factory=dict)
 
 
-_ANALYZERS: weakref.WeakKeyDictionary[Resolver, TxAnalyzer] = weakref.WeakKeyDictionary()
-
-
 def analyzer_for(resolver: Resolver) -> TxAnalyzer:
-    """The file's :class:`TxAnalyzer`, shared by every rule that asks."""
-    found = _ANALYZERS.get(resolver)
-    if found is None:
-        found = TxAnalyzer(resolver)
-        _ANALYZERS[resolver] = found
-    return found
+    """The file's :class:`TxAnalyzer`, shared by every rule that asks (dropped with
+    the file's other per-module facts, see :func:`calls.forget`)."""
+    return per_module(resolver.module, "transactions", lambda: TxAnalyzer(resolver))
 
 
 class TxAnalyzer:
