@@ -188,8 +188,15 @@ class Checker:
             where = os.path.abspath(real)
             plan = self.relevance.plan(where, data if data is not None else source.encode("utf-8", "surrogatepass"))
             if not plan.relevant:
-                known = index_path is None and where in self.syntax
-                problem = self.syntax[where] if known else syntax_problem(source)
+                # The syntax check may be done already: by the runner's prepass, or by
+                # the parse that built the file's facts (which stage 1 may have read).
+                facts = self.index.built_facts(where)
+                if facts is not None:
+                    problem = facts.syntax_error
+                elif index_path is None and where in self.syntax:
+                    problem = self.syntax[where]
+                else:
+                    problem = syntax_problem(source)
                 if problem is not None:
                     result.diagnostics.append(self.input_error("SES001", path, *problem))
                 return

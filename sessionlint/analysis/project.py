@@ -200,6 +200,10 @@ class ProjectIndex:
     def has_facts(self, path: str) -> bool:
         return os.path.abspath(path) in self._facts
 
+    def built_facts(self, path: str) -> ModuleFacts | None:
+        """The facts of ``path`` if already built (never builds them)."""
+        return self._facts.get(os.path.abspath(path))
+
     def install_facts(self, facts: Iterable[ModuleFacts]) -> None:
         """Facts built elsewhere (a worker process) for files of this index."""
         for item in facts:
