@@ -22,7 +22,7 @@ from typing import Any
 from sessionlint.diagnostics import Diagnostic, FileResult
 
 CACHE_DIR = ".sessionlint_cache"
-_FORMAT = 2
+_FORMAT = 3
 
 
 def content_hash(data: bytes) -> str:
@@ -79,11 +79,17 @@ class ResultCache:
         if entry is None or entry["hash"] != digest:
             return None
         if changed:
-            if not changed.keys().isdisjoint(entry["deps"]) or not changed.keys().isdisjoint(entry["scan_inputs"]):
+            if not changed.keys().isdisjoint(entry["deps"]):
                 return None
-            tokens = [t.encode() for t in entry["scan_tokens"]]
-            if tokens and any(t in data for data in changed.values() for t in tokens):
-                return None
+            for scan in entry["scans"]:
+                tokens = [t.encode() for t in scan["tokens"]]
+                hit = not changed.keys().isdisjoint(scan["inputs"]) or any(
+                    t in data for data in changed.values() for t in tokens
+                )
+                # A scan answered by one file stays answered while that file is
+                # unchanged (the answer is an "any"); otherwise it must run again.
+                if hit and changed.keys() >= set(scan["kept_by"]):
+                    return None
         return FileResult(display, [_unpack(display, item) for item in entry["diagnostics"]])
 
     def store(self, path: str, digest: str, result: FileResult) -> None:
@@ -93,8 +99,7 @@ class ResultCache:
         self.state.entries[path] = {
             "hash": digest,
             "deps": sorted(result.deps),
-            "scan_inputs": result.scan_inputs,
-            "scan_tokens": result.scan_tokens,
+            "scans": result.scans,
             "diagnostics": [_pack(d) for d in result.diagnostics],
         }
 

@@ -41,10 +41,9 @@ class FileResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # internal errors: exit status 2
     deps: list[str] = field(default_factory=list)  # module files resolutions were read from
-    # Project-wide scans used: the files they read, and the byte tokens that chose them
-    # (a changed file now holding a token could change the answer).
-    scan_inputs: list[str] = field(default_factory=list)
-    scan_tokens: list[str] = field(default_factory=list)
+    # Project-wide scans used, each as {"inputs": files read, "tokens": words that
+    # chose them, "kept_by": files that alone settle the answer} (see cache.py).
+    scans: list[dict[str, list[str]]] = field(default_factory=list)
 
     @property
     def has_input_error(self) -> bool:

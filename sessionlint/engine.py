@@ -164,14 +164,16 @@ class Checker:
         result = FileResult(path)
         real = index_path or path
         index = self.index
-        index.touched, index.scan_inputs, index.scan_tokens = set(), set(), set()
+        index.touched, index.scans = set(), {}
         try:
             self._check(source, path, real, index_path, data, result)
         finally:
             own = os.path.abspath(real)
             result.deps = sorted(p for p in index.touched if p != own)
-            result.scan_inputs = sorted(index.scan_inputs)
-            result.scan_tokens = sorted(index.scan_tokens)
+            result.scans = [
+                {"inputs": sorted(scan.inputs), "tokens": sorted(scan.tokens), "kept_by": sorted(scan.kept_by)}
+                for _origin, scan in sorted(index.scans.items())
+            ]
         return result
 
     def _check(

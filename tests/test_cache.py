@@ -199,3 +199,19 @@ def test_parallel_run_matches_one_process_including_syntax_errors(tmp_path: Path
     codes = {(name, code) for name, _, _, code, _ in found[1]}
     assert {("broken_plain.py", "SES001"), ("broken_sqla.py", "SES001"), ("null_byte.py", "SES001"), ("views.py", "SES101")} <= codes
     assert not any(name == "duplicate_arg.py" for name, *_ in found[1])
+
+
+def test_a_removed_registry_stays_settled_while_the_file_removing_it_is_unchanged(project: Path) -> None:
+    app = project / "app"
+    (app / "registry.py").write_text(REGISTRY)
+    (app / "hooks.py").write_text("from app.registry import db_session\n\n\ndef teardown(exc=None):\n    db_session.remove()\n")
+    user = "from app.registry import db_session\n\n\ndef count():\n    return db_session.query(int).count()\n"
+    (app / "other.py").write_text(user)
+    found, _ = run(project)
+    assert not any(code == "SES301" for *_, code in found)
+    (app / "other.py").write_text(user + "\n\ndef more():\n    return db_session.query(str).all()\n")
+    found, stats = run(project)
+    assert names(stats.checked) == {"other.py"} and not any(code == "SES301" for *_, code in found)
+    (app / "hooks.py").write_text("def teardown(exc=None):\n    pass\n")
+    found, stats = run(project)
+    assert {"registry.py", "hooks.py"} <= names(stats.checked) and ("registry.py", 3, "SES301") in found

@@ -49,6 +49,19 @@ class FunctionSummary:
     rolls_back_any: bool = False  # the body calls ``rollback()`` on anything
 
 
+@dataclass(frozen=True)
+class ScanDep:
+    """What a project-wide scan's answer depends on, for the result cache: the files
+    it read (``inputs``), the words that chose them (a changed file spelling one may
+    matter), the files that alone settle the answer (``kept_by``: while one of them
+    is unchanged, no other change can undo it), and the modules its resolutions read."""
+
+    inputs: frozenset[str]
+    tokens: frozenset[str]
+    kept_by: frozenset[str]
+    touched: frozenset[str]
+
+
 @dataclass
 class Uses:
     """What a module does with some names (``ProjectIndex.uses``): the qualified names
@@ -115,15 +128,14 @@ class ProjectIndex:
         self._files: dict[str, None] = {}
         self._bytes: dict[str, bytes] = {}
         # registry origin -> (removed or handed out, what the scan depended on)
-        self._released: dict[str, tuple[bool, tuple[frozenset[str], frozenset[str], frozenset[str]]]] = {}
+        self._released: dict[str, tuple[bool, ScanDep]] = {}
         self._uses: dict[tuple[str, frozenset[str]], Uses] = {}
         self.session_factories = tuple(session_factories)
         # Which module files each resolution touched: the result cache keys on these.
         # Dependencies of the current file's analysis, for the result cache: the module
         # files resolutions were read from, and whether project-wide scans were used.
         self.touched: set[str] = set()
-        self.scan_inputs: set[str] = set()
-        self.scan_tokens: set[str] = set()
+        self.scans: dict[str, ScanDep] = {}
         for path in files:
             self.add_file(path)
 
@@ -302,7 +314,7 @@ class ProjectIndex:
         are parsed, and the result depends on nothing else (for the result cache)."""
         found = self._released.get(origin)
         if found is not None:
-            self._note_scan(*found[1])
+            self._note_scan(origin, found[1])
             return found[0]
         outer, self.touched = self.touched, set()
         spellings = {origin.rsplit(".", 1)[-1]}
@@ -320,11 +332,27 @@ class ProjectIndex:
                         spellings.add(name)
             pending = self._spelling(spellings, inputs)
         words = frozenset(spellings)
-        released = any(self._releases(path, origin, words) for path in sorted(inputs))
-        deps = (frozenset(inputs), frozenset(spellings), frozenset(self.touched))
+        # A use that lets go of the registry names it as a call argument (or binds an
+        # alias to it), or mentions ``remove``: other files need no parse.
+        argument = re.compile(
+            rb"[(,=](?:\s|#[^\n]*)*(?:[\w.]*\.)?(?:" + b"|".join(re.escape(w.encode()) for w in sorted(words)) + rb")\b"
+        )
+        kept_by = next(
+            (
+                path
+                for path in sorted(inputs)
+                if (b"remove" in self.file_bytes(path) or argument.search(self.file_bytes(path)))
+                and self._releases(path, origin, words)
+            ),
+            None,
+        )
+        released = kept_by is not None
+        scan = ScanDep(
+            frozenset(inputs), words, frozenset({kept_by} if kept_by else ()), frozenset(self.touched)
+        )
         self.touched = outer
-        self._released[origin] = (released, deps)
-        self._note_scan(*deps)
+        self._released[origin] = (released, scan)
+        self._note_scan(origin, scan)
         return released
 
     def _spelling(self, names: set[str], seen: set[str]) -> list[str]:
@@ -364,12 +392,10 @@ class ProjectIndex:
                 return True
         return False
 
-    def _note_scan(self, inputs: frozenset[str], tokens: frozenset[str], touched: frozenset[str]) -> None:
-        """Record, for the result cache, what a project-wide scan depended on: the files
-        it read, the byte tokens that chose them, the modules its resolutions read."""
-        self.scan_inputs |= inputs
-        self.scan_tokens |= tokens
-        self.touched |= touched
+    def _note_scan(self, origin: str, scan: ScanDep) -> None:
+        """Record, for the result cache, what a project-wide scan depended on."""
+        self.scans[origin] = scan
+        self.touched |= scan.touched
 
     # -- kinds ----------------------------------------------------------------
 

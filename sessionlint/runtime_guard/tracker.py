@@ -37,13 +37,14 @@ import contextlib
 import functools
 import gc
 import itertools
+import operator
 import threading
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from types import CodeType, FunctionType
 from dataclasses import dataclass, replace
+from types import CodeType, FunctionType
 from typing import Any
 
 from sqlalchemy import event
@@ -56,7 +57,15 @@ from sqlalchemy.util import ScopedRegistry, ThreadLocalRegistry
 from sessionlint.runtime_guard import server as _server
 from sessionlint.runtime_guard.codes import name_of
 from sessionlint.runtime_guard.settings import GuardSettings
-from sessionlint.runtime_guard.stack import EMPTY, RawStack, capture, code_ids, format_stack, innermost_user_frame
+from sessionlint.runtime_guard.stack import (
+    EMPTY,
+    RawStack,
+    Site,
+    StackCapture,
+    capture,
+    format_stack,
+    innermost_user_frame,
+)
 
 __all__ = ["Finding", "GuardWarning", "Scope", "Tracker"]
 
@@ -148,89 +157,108 @@ class Scope:
         return f"<Scope {self.name!r} {'closed' if self.closed else 'open'} findings={len(self.findings)}>"
 
 
-class _Checkout:
-    __slots__ = ("record_ref", "proxy_ref", "pool", "thread", "start", "stack", "scope", "reported")
+def _slot(index: int) -> Any:
+    """A named, writable view of slot `index` of a list-based record (for the cold paths)."""
 
-    def __init__(
-        self,
-        record_ref: weakref.ref[Any],
-        proxy_ref: weakref.ref[Any] | None,
-        pool: Any,
-        thread: str,
-        start: float,
-        stack: RawStack,
-        scope: Scope,
-    ) -> None:
-        self.record_ref = record_ref
-        self.proxy_ref = proxy_ref
-        self.pool = pool
-        self.thread = thread
-        self.start = start
-        self.stack = stack
-        self.scope = scope
-        self.reported = False
+    def set_slot(record: list[Any], value: Any) -> None:
+        record[index] = value
+
+    return property(operator.itemgetter(index), set_slot)
 
 
-class _CoreTx:
-    __slots__ = ("conn_ref", "thread_ident", "thread", "start", "seq", "stack", "scope", "session_owned", "cross", "pool_id")
+# The records below are lists, built on the hot path by one C call
+# (`_Checkout((...))`) instead of a Python `__init__`, which cost more than
+# the rest of a checkout's bookkeeping. Listeners read their slots by index
+# (the `_CO_*`, `_TX_*` and `_SS_*` constants); the properties name them
+# everywhere else.
 
-    def __init__(
-        self,
-        conn_ref: weakref.ref[Any],
-        thread_ident: int,
-        thread: str,
-        start: float,
-        seq: int,
-        stack: RawStack,
-        scope: Scope,
-        pool_id: int,
-    ) -> None:
-        self.conn_ref = conn_ref
-        self.thread_ident = thread_ident
-        self.thread = thread
-        self.start = start
-        self.seq = seq
-        self.stack = stack
-        self.scope = scope
-        self.session_owned = False
-        self.cross: set[tuple[int, str]] = set()
-        self.pool_id = pool_id
+_CO_RECORD, _CO_FAIRY, _CO_STACK, _CO_REPORTED = 0, 1, 5, 7
 
 
-class _SessionState:
-    __slots__ = ("session_ref", "thread_ident", "thread", "start", "seq", "stack", "scope", "records", "pool_id", "reported")
+class _Checkout(list[Any]):
+    """[record ref, fairy ref, pool, thread, start, stack, scope, reported]"""
 
-    def __init__(
-        self,
-        session_ref: weakref.ref[Any],
-        thread_ident: int,
-        thread: str,
-        start: float,
-        seq: int,
-        stack: RawStack,
-        scope: Scope,
-    ) -> None:
-        self.session_ref = session_ref
-        self.thread_ident = thread_ident
-        self.thread = thread
-        self.start = start
-        self.seq = seq
-        self.stack = stack
-        self.scope = scope
-        self.records: set[int] = set()
-        self.pool_id: int | None = None
-        self.reported = False
+    __slots__ = ()
+    record_ref = _slot(0)
+    proxy_ref = _slot(1)  # the fairy's weak reference (SQLAlchemy's own `record.fairy_ref`)
+    pool = _slot(2)
+    thread_obj = _slot(3)
+    start = _slot(4)
+    stack = _slot(5)
+    scope = _slot(6)
+    reported = _slot(7)
+
+    @property
+    def thread(self) -> str:
+        return _thread_name(self[3])
+
+
+_TX_CONN, _TX_IDENT, _TX_OWNED = 0, 1, 8
+
+
+class _CoreTx(list[Any]):
+    """[conn ref, thread ident, thread, start, seq, stack, scope, pool id, session owned, cross-thread keys]"""
+
+    __slots__ = ()
+    conn_ref = _slot(0)
+    thread_ident = _slot(1)
+    thread_obj = _slot(2)
+    start = _slot(3)
+    seq = _slot(4)
+    stack = _slot(5)
+    scope = _slot(6)
+    pool_id = _slot(7)
+    session_owned = _slot(8)
+    cross = _slot(9)  # None until a foreign thread is seen
+
+    @property
+    def thread(self) -> str:
+        return _thread_name(self[2])
+
+
+_SS_REF = 0
+
+
+class _SessionState(list[Any]):
+    """[session ref, thread ident, thread, start, seq, stack, scope, record ids, pool id, reported]"""
+
+    __slots__ = ()
+    session_ref = _slot(0)
+    thread_ident = _slot(1)
+    thread_obj = _slot(2)
+    start = _slot(3)
+    seq = _slot(4)
+    stack = _slot(5)
+    scope = _slot(6)
+    records = _slot(7)
+    pool_id = _slot(8)
+    reported = _slot(9)
+
+    @property
+    def thread(self) -> str:
+        return _thread_name(self[2])
+
+
+def _thread_name(thread: Any) -> str:
+    name = getattr(thread, "name", None)
+    return name if isinstance(name, str) else str(thread)
 
 
 class _PoolInfo:
-    """What a pool is: its engine's URL (password hidden) and dialect, if an engine was found."""
+    """What a pool is: its engine's URL (password hidden) and dialect, if an engine was found.
 
-    __slots__ = ("pool_ref", "url", "dialect")
+    `site` holds the stack shortcuts learned from this pool's checkouts (see
+    `stack.StackCapture`); per pool, so that a pool class of the user's never
+    shares the shortcuts of SQLAlchemy's own.
+    """
 
-    def __init__(self, pool_ref: weakref.ref[Any], url: str | None, dialect: str) -> None:
+    __slots__ = ("pool_ref", "url", "dialect", "site")
+
+    def __init__(self, pool_ref: Callable[[], Any], url: str | None, dialect: str) -> None:
         self.pool_ref = pool_ref
         self.url = url
         self.dialect = dialect
+        self.site = Site()
 
 
 @dataclass
@@ -244,31 +272,22 @@ class Stats:
     findings: int = 0
 
 
-class _Counts:
-    """One thread's counters; only that thread writes them."""
+def _count_of(counter: itertools.count[int]) -> int:
+    """How many times `next()` was called on `counter` (started at 0).
 
-    __slots__ = ("checkouts", "checkins", "transactions", "session_transactions")
-
-    def __init__(self) -> None:
-        self.checkouts = 0
-        self.checkins = 0
-        self.transactions = 0
-        self.session_transactions = 0
+    The hot path counts with `next(counter)`: one C call, atomic under the GIL
+    from any thread, no lock and no per-thread object. The value is read back
+    from the counter's repr, `count(N)`.
+    """
+    text = repr(counter)
+    return int(text[text.index("(") + 1 : -1])
 
 
 class _ThreadState(threading.local):
-    """One thread's view of a tracker: suspended or not, and its own counters.
+    """One thread's `Thread` object, looked up once per thread (`current_thread()` is Python code)."""
 
-    Each thread counts in its own `_Counts`, so the hot path needs no lock and
-    loses no count; `Tracker.stats` sums them. (A `threading.local` is one
-    object with per-thread attributes, hence the separate counter objects,
-    one small object per thread that ever produced an event.)
-    """
-
-    def __init__(self, counters: list[_Counts]) -> None:
-        self.off = False
-        self.counts = _Counts()
-        counters.append(self.counts)
+    def __init__(self) -> None:
+        self.thread = threading.current_thread()
 
 
 # -- process-wide patches ---------------------------------------------------
@@ -298,6 +317,13 @@ _MISSING = object()
 _saved: list[tuple[type, str, Any]] = []
 # Engines seen (created while patched, or found by `install`), to name pools.
 _ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+get_ident = threading.get_ident
+
+def _dead_ref() -> None:
+    """Stands in for a weak reference whose object is gone (or never was)."""
+    return None
+
 
 _CORE_METHODS = ("_begin_impl", "_commit_impl", "_rollback_impl", "_execute_context")
 _CORE_BY_PATCH = all(isinstance(Connection.__dict__.get(name), FunctionType) for name in _CORE_METHODS)
@@ -399,8 +425,12 @@ def _apply_patches() -> None:
 
     def make_execute(original: Callable[..., Any]) -> Callable[..., Any]:
         def _execute_context(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            # Runs for every statement: the common case (no transaction
+            # tracked, or the thread that began it) is decided right here.
             for tracker in _ACTIVE:
-                tracker._on_statement(conn)
+                tx = tracker._core.get(id(conn))
+                if tx is not None and tx[_TX_IDENT] != get_ident():
+                    tracker._on_statement(conn)
             return original(conn, *args, **kwargs)
 
         return _execute_context
@@ -429,7 +459,7 @@ def patches_applied() -> bool:
     return any(getattr(cls.__dict__.get(name), "__sessionguard__", False) for cls, name in targets)
 
 
-def _session_connection_codes() -> frozenset[CodeType]:
+def _session_connection_codes() -> tuple[CodeType, ...]:
     """Code objects of the ORM's "session acquires a connection" method.
 
     A checkout or Core `begin` made inside it belongs to a Session, whose
@@ -437,16 +467,16 @@ def _session_connection_codes() -> frozenset[CodeType]:
     instead; recognising it stops the stack walk early, which keeps the ORM
     cheap. If SQLAlchemy renames it, stacks are simply captured in full.
     """
-    codes: set[CodeType] = set()
+    codes: list[CodeType] = []
     fn: Any = SessionTransaction.__dict__.get("_connection_for_bind")
     for _ in range(5):
         code = getattr(fn, "__code__", None)
-        if isinstance(code, CodeType):
-            codes.add(code)
+        if isinstance(code, CodeType) and not any(code is seen for seen in codes):
+            codes.append(code)
         fn = getattr(fn, "__wrapped__", None)
         if fn is None:
             break
-    return frozenset(codes)
+    return tuple(codes)
 
 
 class Tracker:
@@ -460,8 +490,14 @@ class Tracker:
         # dicts are iterated over `.copy()`, which does not allocate GC-tracked
         # objects midway and so cannot be interrupted by such a finalizer.
         self._lock = threading.RLock()
-        self._counters: list[_Counts] = []
-        self._tls = _ThreadState(self._counters)
+        self._tls = _ThreadState()
+        # Idents of threads whose events are ignored (the guard's own queries);
+        # empty almost always, so listeners test it before anything else.
+        self._suspended: set[int] = set()
+        self._n_checkouts = itertools.count()
+        self._n_checkins = itertools.count()
+        self._n_transactions = itertools.count()
+        self._n_session_transactions = itertools.count()
         self._findings_count = 0
         self._seq = itertools.count()
         self._checkouts: dict[int, _Checkout] = {}
@@ -476,23 +512,21 @@ class Tracker:
         self.root = Scope("<run>", self.settings, kind="run")
         self._active: list[Scope] = [self.root]
         self.errors: list[str] = []
-        self._limit = self.settings.stack_limit
-        # Code objects ending a stack walk, and their ids (what `capture` compares).
-        self._stop_codes: frozenset[CodeType] = frozenset()
-        self._stop = code_ids(self._stop_codes)
-        self._owned_codes = _session_connection_codes()
-        self._owned = code_ids(self._owned_codes)
+        self._stacks = StackCapture(self.settings.stack_limit)
+        self._stacks.configure(owned=_session_connection_codes())
+        # Stack shortcuts of the listeners not tied to a pool (see `_PoolInfo.site`).
+        self._begin_site = Site()
+        self._session_site = Site()
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
 
     @property
     def stats(self) -> Stats:
-        """A snapshot of the counters, summed over threads."""
-        counters = self._counters[:]
+        """A snapshot of the counters."""
         return Stats(
-            checkouts=sum(c.checkouts for c in counters),
-            checkins=sum(c.checkins for c in counters),
-            transactions=sum(c.transactions for c in counters),
-            session_transactions=sum(c.session_transactions for c in counters),
+            checkouts=_count_of(self._n_checkouts),
+            checkins=_count_of(self._n_checkins),
+            transactions=_count_of(self._n_transactions),
+            session_transactions=_count_of(self._n_session_transactions),
             findings=self._findings_count,
         )
 
@@ -502,9 +536,8 @@ class Tracker:
         The pytest plugin passes pluggy's hook caller: frames above it are
         pytest's, so the walk (and its cost) ends there.
         """
-        codes = {getattr(fn, "__code__", None) for fn in functions}
-        self._stop_codes = self._stop_codes | frozenset(c for c in codes if isinstance(c, CodeType))
-        self._stop = code_ids(self._stop_codes)
+        codes = [getattr(fn, "__code__", None) for fn in functions]
+        self._stacks.configure(stop=self._stacks.stop + tuple(c for c in codes if isinstance(c, CodeType)))
 
     # -- install / uninstall ------------------------------------------------
 
@@ -651,8 +684,10 @@ class Tracker:
             scope = self._active[-1]
         if scope.closed:
             return list(scope.findings)
-        self.deactivate(scope)
+        # Collected sessions first, while `scope` is still current: one whose
+        # own scope is closed is reported here (`_add`).
         self._drain_dead()
+        self.deactivate(scope)
         held_records, held_sessions, held_pairs = self._resolve_held(handover)
         registry_now = self._registry_session_map()
         findings: list[Finding] = []
@@ -881,18 +916,21 @@ class Tracker:
     # -- listener plumbing --------------------------------------------------
 
     def _off(self) -> bool:
-        return self._tls.off
+        """True while this thread's events are ignored (see `suspended`)."""
+        return bool(self._suspended) and get_ident() in self._suspended
 
     @contextlib.contextmanager
     def suspended(self) -> Iterator[None]:
         """Ignore events raised by this thread (the guard's own queries)."""
-        tls = self._tls
-        previous = tls.off
-        tls.off = True
+        ident = get_ident()
+        if ident in self._suspended:
+            yield
+            return
+        self._suspended.add(ident)
         try:
             yield
         finally:
-            tls.off = previous
+            self._suspended.discard(ident)
 
     def _internal_error(self, where: str, exc: BaseException) -> None:
         message = f"sessionguard: internal error in {where}: {exc!r} (the application was not affected)"
@@ -904,77 +942,94 @@ class Tracker:
             pass
 
     def _drain_dead(self) -> None:
-        """Handle objects collected since the last call (weakref callbacks only enqueue)."""
+        """Handle sessions and registries garbage-collected since the last call.
+
+        Registries enqueue themselves from a weakref callback. Sessions are
+        found by their dead weak reference instead: a callback (a closure per
+        transaction) cost more than the rest of `after_transaction_create`,
+        and only a session collected with its transaction open is left here.
+        """
+        with self._lock:
+            dead_sessions = [(key, state) for key, state in self._sessions.copy().items() if state[_SS_REF]() is None]
+        for key, state in dead_sessions:
+            self._session_collected(key, state)
         while self._dead:
             try:
                 kind, key, ref = self._dead.popleft()
             except IndexError:
                 return
-            if kind == "session":
-                with self._lock:
-                    state = self._sessions.get(key)
-                    if state is None or state.session_ref is not ref:
-                        continue
-                    del self._sessions[key]
-                    for record_id in state.records:
-                        if self._record_session.get(record_id) == key:
-                            del self._record_session[record_id]
-                    if not state.reported:
-                        state.reported = True
-                        self._add(state.scope, self._session_finding(state.scope, state, collected=True))
-            elif kind == "registry":
+            if kind == "registry":
                 with self._lock:
                     entry = self._registries.get(key)
                     if entry is not None and entry[0] is ref:
                         del self._registries[key]
 
+    def _session_collected(self, key: int, state: _SessionState) -> None:
+        """SES903 for a session collected with its transaction open (reported once)."""
+        with self._lock:
+            if self._sessions.get(key) is not state:
+                return
+            del self._sessions[key]
+            for record_id in state.records:
+                if self._record_session.get(record_id) == key:
+                    del self._record_session[record_id]
+            if not state.reported:
+                state.reported = True
+                self._add(state.scope, self._session_finding(state.scope, state, collected=True))
+
     # -- pool events (PoolEvents) -------------------------------------------
 
     def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
         # The hot path: runs on every checkout. No lock: one dict store is
-        # atomic under the GIL, counters are per thread, and readers iterate
+        # atomic under the GIL, the counters are C calls, and readers iterate
         # copies (`dict.copy()` runs no Python code, so it is atomic too).
-        tls = self._tls
-        if tls.off:
+        if self._suspended and get_ident() in self._suspended:
             return
         try:
-            pool = getattr(proxy, "_pool", None)
-            if pool is not None:
-                info = self._pools.get(id(pool))
-                if info is None or info.pool_ref() is not pool:
-                    self._learn_pool(pool, proxy)
+            try:
+                pool = proxy._pool
+            except AttributeError:
+                pool = None
+            info = self._pools.get(id(pool))
+            if info is None or info.pool_ref() is not pool:
+                info = self._learn_pool(pool, proxy)
+            # The record already holds a weak reference to the fairy; reuse it.
+            fairy_ref = getattr(record, "fairy_ref", None)
+            if fairy_ref is None or fairy_ref() is not proxy:
+                fairy_ref = weakref.ref(proxy) if proxy is not None else _dead_ref
             self._checkouts[id(record)] = _Checkout(
-                weakref.ref(record),
-                weakref.ref(proxy) if proxy is not None else None,
-                pool,
-                threading.current_thread().name,
-                self._clock(),
-                # None inside a Session's connection acquisition: after_begin
-                # gives this checkout the session's stack. Skipped: this
-                # listener, SQLAlchemy's dispatcher and the pool method that
-                # fired the event (`sys._getframe` jumps over them without
-                # building frame objects).
-                capture(_LISTENER_SKIP, self._limit, self._stop, self._owned) or EMPTY,
-                self._active[-1],
+                (
+                    weakref.ref(record),
+                    fairy_ref,
+                    pool,
+                    self._tls.thread,
+                    self._clock(),
+                    # None inside a Session's connection acquisition: after_begin
+                    # gives this checkout the session's stack. Skipped: this
+                    # listener, SQLAlchemy's dispatcher and the pool method that
+                    # fired the event.
+                    self._stacks.capture_at(info.site, _LISTENER_SKIP) or EMPTY,
+                    self._active[-1],
+                    False,
+                )
             )
-            tls.counts.checkouts += 1
+            next(self._n_checkouts)
         except Exception as exc:  # noqa: BLE001 - listeners never raise into the app
             self._internal_error("checkout", exc)
 
     def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
         # `dbapi_connection` may be None when the connection was invalidated
         # (PoolEvents.checkin docs), so everything is keyed by the record.
-        tls = self._tls
-        if tls.off:
+        if self._suspended and get_ident() in self._suspended:
             return
         try:
-            tls.counts.checkins += 1
+            next(self._n_checkins)
             co = self._checkouts.pop(id(record), None)
-            if co is None or co.record_ref() is not record:
+            if co is None or co[_CO_RECORD]() is not record:
                 return
             # The fairy (proxy) is alive during an explicit close; if it is
             # already gone, the garbage collector is returning the record.
-            if co.proxy_ref is not None and co.proxy_ref() is None and not co.reported:
+            if co[_CO_FAIRY]() is None and not co[_CO_REPORTED]:
                 owner = self._record_session.get(id(record))
                 if owner is None or owner not in self._sessions:
                     with self._lock:
@@ -985,27 +1040,26 @@ class Tracker:
         except Exception as exc:  # noqa: BLE001
             self._internal_error("checkin", exc)
 
-    def _learn_pool(self, pool: Any, proxy: Any) -> None:
+    def _learn_pool(self, pool: Any, proxy: Any) -> _PoolInfo:
         """The first checkout this tracker sees from `pool`: name it, and check SES906 once.
 
         The pool's engine (for its URL and dialect) is the known engine whose
         `pool` it is; `dispose()` gives an engine a new pool, so this runs
         again for it. A pool made without an engine stays "a pool".
         """
+        if pool is None:
+            info = _PoolInfo(_dead_ref, None, "")
+            self._pools[id(None)] = info
+            return info
         engine = next((e for e in list(_ENGINES) if getattr(e, "pool", None) is pool), None)
-        key = id(pool)
-        dead = self._dead
-
-        def gone(ref: weakref.ref[Any], key: int = key) -> None:
-            dead.append(("pool", key, ref))
-
         if engine is None:
-            info = _PoolInfo(weakref.ref(pool, gone), None, "")
+            info = _PoolInfo(weakref.ref(pool), None, "")
         else:
-            info = _PoolInfo(weakref.ref(pool, gone), engine.url.render_as_string(hide_password=True), engine.dialect.name)
-        self._pools[key] = info
+            info = _PoolInfo(weakref.ref(pool), engine.url.render_as_string(hide_password=True), engine.dialect.name)
+        self._pools[id(pool)] = info
         if info.dialect in _MYSQL_DIALECTS and proxy is not None:
             self._check_recycle(proxy, pool, info)
+        return info
 
     def _on_detach(self, dbapi_connection: Any, record: Any) -> None:
         # A detached DBAPI connection leaves the pool; the user must close it
@@ -1026,7 +1080,7 @@ class Tracker:
         try:
             with self._lock:
                 co = self._detached.pop(id(dbapi_connection), None)
-                if co is not None and co.proxy_ref is not None and co.proxy_ref() is None and not co.reported:
+                if co is not None and co.proxy_ref() is None and not co.reported:
                     co.reported = True
                     self._add(co.scope, self._checkout_finding(co.scope, co, collected=True))
         except Exception as exc:  # noqa: BLE001
@@ -1106,7 +1160,7 @@ class Tracker:
             "SES906",
             message,
             self._active[-1].name,
-            capture(1, self._limit, self._stop) or EMPTY,
+            self._stacks.capture(1),
             thread=threading.current_thread().name,
             engine=info.url,
         )
@@ -1114,25 +1168,27 @@ class Tracker:
             self._add(self._active[-1], finding)
 
     def _on_begin(self, conn: Any) -> None:
-        tls = self._tls
-        if tls.off:
+        if self._suspended and get_ident() in self._suspended:
             return
         try:
-            thread = threading.current_thread()
-            key = id(conn)
-            tx = _CoreTx(
-                weakref.ref(conn),
-                thread.ident or 0,
-                thread.name,
-                self._clock(),
-                next(self._seq),
-                # Skipped: this listener and the wrapper or dispatcher calling it.
-                capture(2, self._limit, self._stop, self._owned) or EMPTY,
-                self._active[-1],
-                id(conn.engine.pool),
+            self._core[id(conn)] = _CoreTx(
+                (
+                    weakref.ref(conn),
+                    get_ident(),
+                    self._tls.thread,
+                    self._clock(),
+                    next(self._seq),
+                    # Skipped: this listener and the wrapper or dispatcher
+                    # calling it. None inside a Session's connection
+                    # acquisition: after_begin gives it the session's stack.
+                    self._stacks.capture_at(self._begin_site, 2) or EMPTY,
+                    self._active[-1],
+                    id(conn.engine.pool),
+                    False,
+                    None,
+                )
             )
-            self._core[key] = tx
-            tls.counts.transactions += 1
+            next(self._n_transactions)
         except Exception as exc:  # noqa: BLE001
             self._internal_error("begin", exc)
 
@@ -1143,17 +1199,16 @@ class Tracker:
         self._end_core(conn, "rollback")
 
     def _end_core(self, conn: Any, how: str) -> None:
-        if self._tls.off:
+        if self._suspended and get_ident() in self._suspended:
             return
         try:
             tx = self._core.pop(id(conn), None)
-            if tx is None:
+            if tx is None or tx[_TX_CONN]() is not conn:
+                # None, or a stale entry of a collected connection whose id was reused.
                 return
-            if tx.conn_ref() is not conn:
-                # A stale entry of a collected connection whose id was reused.
-                return
-            self._check_thread(tx, how)
-            if tx.session_owned:
+            if tx[_TX_IDENT] != get_ident():
+                self._check_thread(tx, how)
+            if tx[_TX_OWNED]:
                 return  # the session reports its own transaction
             duration = self._clock() - tx.start
             if duration > tx.scope.settings.max_transaction:
@@ -1187,9 +1242,9 @@ class Tracker:
         """A statement on `conn`: SES905 if its transaction began on another thread."""
         try:
             tx = self._core.get(id(conn))
-            if tx is None or tx.thread_ident == threading.get_ident():
+            if tx is None or tx[_TX_IDENT] == get_ident():
                 return
-            if self._tls.off or tx.conn_ref() is not conn:
+            if self._off() or tx.conn_ref() is not conn:
                 return
             self._check_thread(tx, "a statement")
         except Exception as exc:  # noqa: BLE001
@@ -1197,12 +1252,14 @@ class Tracker:
 
     def _check_thread(self, tx: _CoreTx, what: str) -> None:
         """SES905: reported once per transaction and foreign thread."""
-        ident = threading.get_ident()
+        ident = get_ident()
         if ident == tx.thread_ident:
             return
         thread = threading.current_thread().name
         # Idents of finished threads are reused, so the name goes into the key.
         key = (ident, thread)
+        if tx.cross is None:
+            tx.cross = set()
         if key in tx.cross:
             return
         tx.cross.add(key)
@@ -1217,7 +1274,7 @@ class Tracker:
             "SES905",
             message,
             self._active[-1].name,
-            capture(2, self._limit, self._stop) or EMPTY,
+            self._stacks.capture(2),
             thread=thread,
             engine=self._engine_of(tx.pool_id),
             related=(("transaction begun", tx.stack),),
@@ -1230,35 +1287,37 @@ class Tracker:
     def _on_tx_create(self, session: Any, transaction: Any) -> None:
         # Only the outermost transaction is timed: the SessionEvents docs
         # identify it by `transaction.parent is None`.
-        tls = self._tls
-        if transaction.parent is not None or tls.off:
+        if transaction.parent is not None:
+            return
+        if self._suspended and get_ident() in self._suspended:
             return
         try:
-            if self._dead:
-                self._drain_dead()
-            thread = threading.current_thread()
             key = id(session)
-            dead = self._dead
-
-            def gone(ref: weakref.ref[Any], key: int = key) -> None:
-                dead.append(("session", key, ref))
-
-            state = _SessionState(
-                weakref.ref(session, gone),
-                thread.ident or 0,
-                thread.name,
-                self._clock(),
-                next(self._seq),
-                capture(_LISTENER_SKIP, self._limit, self._stop) or EMPTY,
-                self._active[-1],
+            old = self._sessions.get(key)
+            if old is not None and old[_SS_REF]() is not session:
+                # A session collected with its transaction open, whose id this
+                # one now has: report it before its state is replaced.
+                self._session_collected(key, old)
+            self._sessions[key] = _SessionState(
+                (
+                    weakref.ref(session),
+                    get_ident(),
+                    self._tls.thread,
+                    self._clock(),
+                    next(self._seq),
+                    self._stacks.capture_at(self._session_site, _LISTENER_SKIP, owned=False) or EMPTY,
+                    self._active[-1],
+                    set(),
+                    None,
+                    False,
+                )
             )
-            self._sessions[key] = state
-            tls.counts.session_transactions += 1
+            next(self._n_session_transactions)
         except Exception as exc:  # noqa: BLE001
             self._internal_error("after_transaction_create", exc)
 
     def _on_after_begin(self, session: Any, transaction: Any, connection: Any) -> None:
-        if self._off():
+        if self._suspended and get_ident() in self._suspended:
             return
         try:
             key = id(session)
@@ -1266,38 +1325,41 @@ class Tracker:
             record = getattr(fairy, "_connection_record", None)
             with self._lock:
                 state = self._sessions.get(key)
-                if state is None or state.session_ref() is not session:
+                if state is None or state[_SS_REF]() is not session:
                     return
-                if not state.records:
+                records = state.records
+                if not records:
                     # The database transaction starts when the first connection
                     # is acquired (SessionEvents.after_begin); time spent before,
                     # e.g. waiting on a full pool, is not a long transaction.
                     state.start = self._clock()
                 if record is not None:
-                    state.records.add(id(record))
+                    records.add(id(record))
                     self._record_session[id(record)] = key
                     co = self._checkouts.get(id(record))
-                    if co is not None and not co.stack:
-                        co.stack = state.stack
+                    if co is not None and not co[_CO_STACK]:
+                        co[_CO_STACK] = state.stack
                 state.pool_id = id(connection.engine.pool)
                 tx = self._core.get(id(connection))
                 # The Core transaction belongs to the session only if it began
                 # for it (after the session's transaction was created); an
                 # external connection joined by the session keeps its own.
-                if tx is not None and tx.conn_ref() is connection and tx.seq > state.seq:
-                    tx.session_owned = True
+                if tx is not None and tx[_TX_CONN]() is connection and tx.seq > state.seq:
+                    tx[_TX_OWNED] = True
                     if not tx.stack:
                         tx.stack = state.stack
         except Exception as exc:  # noqa: BLE001
             self._internal_error("after_begin", exc)
 
     def _on_tx_end(self, session: Any, transaction: Any) -> None:
-        if transaction.parent is not None or self._off():
+        if transaction.parent is not None:
+            return
+        if self._suspended and get_ident() in self._suspended:
             return
         try:
             with self._lock:
                 state = self._sessions.get(id(session))
-                if state is None or state.session_ref() is not session:
+                if state is None or state[_SS_REF]() is not session:
                     return
                 del self._sessions[id(session)]
                 for record_id in state.records:
