@@ -9,6 +9,7 @@ import libcst as cst
 from sessionlint.analysis.flow import FlowAnalyzer, FlowFacts
 from sessionlint.analysis.project import ProjectIndex
 from sessionlint.analysis.scope import Resolver, Scope, ScopeNode
+from sessionlint.analysis.walk import scope_nodes_of, walk
 
 
 class FileContext:
@@ -27,9 +28,36 @@ class FileContext:
         """Fates of the sessions and connections created in ``node`` (a def or the module)."""
         found = self._flows.get(id(node))
         if found is None:
-            found = FlowAnalyzer(self.resolver, node).run()
+            if self._creates_nothing(node):
+                found = FlowFacts(node)  # every fact is about a created value: none here
+            else:
+                found = FlowAnalyzer(self.resolver, node).run()
             self._flows[id(node)] = found
         return found
+
+    def _creates_nothing(self, node: ScopeNode) -> bool:
+        """Whether no call of ``node``'s own scope can create a session or connection
+        (what the flow analysis calls a site), so it would find nothing."""
+        if isinstance(node, cst.Lambda):
+            return False
+        scope = self.resolver.scope(node)
+        own = node if isinstance(node, cst.Module) else node.body
+        calls = list(scope_nodes_of(own, cst.Call))
+        for definition in scope_nodes_of(own, cst.FunctionDef, cst.ClassDef):
+            assert isinstance(definition, (cst.FunctionDef, cst.ClassDef))
+            for decorator in definition.decorators:  # run in this scope
+                calls.extend(sub for sub in walk(decorator) if isinstance(sub, cst.Call))
+        for call in calls:
+            assert isinstance(call, cst.Call)
+            kind = self.resolver.call_result_kind(call, scope)
+            if kind is not None and kind.tag in ("session", "connection"):
+                return False
+            func = call.func
+            if isinstance(func, cst.Attribute) and func.attr.value == "begin":
+                base = self.resolver.kind(func.value, scope)
+                if base is not None and base.tag in ("factory", "session_class"):
+                    return False
+        return True
 
     def flows(self) -> Iterator[FlowFacts]:
         return iter(self._flows.values())
