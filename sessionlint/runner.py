@@ -10,8 +10,8 @@ from __future__ import annotations
 import gc
 import os
 import re
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -153,9 +153,10 @@ def check_files(
         syntax: dict[str, tuple[int, int, str] | None] = {}
         if options.stage1:
             if not relevance.computed:
-                syntax = _prepass(todo, index, options)
-            # Once, before workers fork (a no-op when seeded); the fixpoint's later rounds
-            # read new files, whose facts are built in parallel too.
+                # The names' fixpoint runs here while the workers do syntax checks.
+                syntax = _prepass(todo, index, options, then=relevance.project_names)
+            # Once, before workers fork (a no-op when computed or seeded); the fixpoint's
+            # later rounds read new files, whose facts are built in parallel too.
             relevance.project_names(prefetch=lambda paths: _prefetch(paths, index, options))
         results.update(_run(todo, settings, index, relevance, options, syntax))
 
@@ -235,38 +236,61 @@ def _prefetch(paths: list[str], index: ProjectIndex, options: RunOptions) -> Non
 
 
 def _prepass(
-    todo: list[str], index: ProjectIndex, options: RunOptions, facts_of: list[str] | None = None
+    todo: list[str],
+    index: ProjectIndex,
+    options: RunOptions,
+    facts_of: list[str] | None = None,
+    then: Callable[[], object] | None = None,
 ) -> dict[str, tuple[int, int, str] | None]:
     """Before stage 1's project-wide names (which parse the files naming ``sqlalchemy``
     one by one in this process), do that parsing and the syntax check of the checked
     files in parallel. Returns the syntax checks (absolute path -> problem or None).
-    With ``facts_of``: only build the facts of those files."""
+    With ``facts_of``: only build the facts of those files. ``then`` runs here once
+    every file's facts are in, while the workers go on with the syntax checks."""
     global _PREPASS
     checked = {os.path.abspath(p) for p in todo}
     if facts_of is not None:
-        paths, force = facts_of, True
+        facts_paths, syntax_paths = facts_of, []
     else:
-        paths, force = [p for p in index.files() if p in checked or b"sqlalchemy" in index.file_bytes(p)], False
-    jobs = _jobs(options, len(paths))
+        facts_paths = [p for p in index.files() if b"sqlalchemy" in index.file_bytes(p)]
+        named = set(facts_paths)
+        syntax_paths = [p for p in index.files() if p in checked and p not in named]
+    jobs = _jobs(options, len(facts_paths) + len(syntax_paths))
     context = _fork_context()
     if jobs <= 1 or options.debug or context is None:
+        if then is not None:
+            then()
         return {}
-    ordered = sorted(paths, key=lambda p: -len(index.file_bytes(p)))
-    chunks = [ordered[i : i + _CHUNK * 4] for i in range(0, len(ordered), _CHUNK * 4)]
+    size = _CHUNK * 4
+    facts_chunks = _chunked(sorted(facts_paths, key=lambda p: -len(index.file_bytes(p))), size)
+    syntax_chunks = _chunked(sorted(syntax_paths, key=lambda p: -len(index.file_bytes(p))), size)
     syntax: dict[str, tuple[int, int, str] | None] = {}
     _PREPASS = index
+
+    def collect(futures: list[Future[tuple[list[ModuleFacts], dict[str, tuple[int, int, str] | None]]]]) -> None:
+        for future in as_completed(futures):
+            try:
+                facts, checks = future.result()
+            except Exception:  # a worker died: the check does that work again
+                continue
+            index.install_facts(facts)
+            syntax.update(checks)
+
     try:
         with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            for future in as_completed([pool.submit(_prepass_chunk, chunk, force) for chunk in chunks]):
-                try:
-                    facts, checks = future.result()
-                except Exception:  # a worker died: the check does that work again
-                    continue
-                index.install_facts(facts)
-                syntax.update(checks)
+            first = [pool.submit(_prepass_chunk, chunk, True) for chunk in facts_chunks]
+            rest = [pool.submit(_prepass_chunk, chunk, False) for chunk in syntax_chunks]
+            collect(first)
+            if then is not None:
+                then()
+            collect(rest)
     finally:
         _PREPASS = None
     return syntax
+
+
+def _chunked(paths: list[str], size: int) -> list[list[str]]:
+    return [paths[i : i + size] for i in range(0, len(paths), size)]
 
 
 def _fork_context() -> BaseContext | None:
