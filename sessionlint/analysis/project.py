@@ -341,7 +341,7 @@ class ProjectIndex:
             (
                 path
                 for path in sorted(inputs)
-                if (b"remove" in self.file_bytes(path) or argument.search(self.file_bytes(path)))
+                if (b"remove" in self.file_bytes(path) or argument.search(_IMPORTS.sub(b"", self.file_bytes(path))))
                 and self._releases(path, origin, words)
             ),
             None,
@@ -803,6 +803,10 @@ def summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> Function
     return FunctionSummary(
         params, frozenset(closes), frozenset(rollbacks), frozenset(removes), rolls_back_any
     )
+
+
+# Import statements (``from a import (b,\n c)`` included): their commas are not calls.
+_IMPORTS = re.compile(rb"^[ \t]*from[ \t]+[\w.]+[ \t]+import[ \t]*\([^)]*\)|^[ \t]*(?:from|import)\b[^\n]*", re.M)
 
 
 def _word_lines(data: bytes, words: frozenset[str]) -> list[int]:
