@@ -16,10 +16,10 @@ import libcst as cst
 from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, PositionProvider
 
 from sessionlint import registry
+from sessionlint.analysis import calls, walk
 from sessionlint.analysis.context import FileContext
 from sessionlint.analysis.project import ProjectIndex, syntax_problem
 from sessionlint.analysis.relevance import Relevance
-from sessionlint.analysis import calls, walk
 from sessionlint.analysis.walk import children
 from sessionlint.config import Settings
 from sessionlint.diagnostics import Diagnostic, FileResult, input_error
