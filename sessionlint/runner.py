@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -19,13 +20,15 @@ from typing import TYPE_CHECKING
 from sessionlint import __version__
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex, syntax_problem
 from sessionlint.analysis.relevance import Relevance
-from sessionlint.cache import ResultCache, content_hash
+from sessionlint.cache import CACHE_DIR, ResultCache, content_hash
 from sessionlint.config import Settings
 from sessionlint.diagnostics import FileResult, input_error
 from sessionlint.sources import SourceError, decode_source
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
     from multiprocessing.context import BaseContext
+    from multiprocessing.process import BaseProcess
 
     from sessionlint.engine import Checker
 
@@ -86,6 +89,22 @@ def check_files(
 ) -> list[FileResult]:
     """Check ``files`` (paths as given for display), in order, reusing cached results."""
     gc.set_threshold(100_000, 50, 100)  # LibCST trees are large; the default collects constantly
+    root = settings.root
+    prewarmed = _Prewarmed.start(options) if options.use_cache and (root / CACHE_DIR / "results.json").exists() else None
+    try:
+        return _check_files(settings, files, options, stats, prewarmed)
+    finally:
+        if prewarmed is not None:
+            prewarmed.stop()
+
+
+def _check_files(
+    settings: Settings,
+    files: Sequence[str],
+    options: RunOptions,
+    stats: RunStats | None,
+    prewarmed: _Prewarmed | None,
+) -> list[FileResult]:
     root = settings.root
     excludes = (*settings.exclude, *settings.extend_exclude)
     from sessionlint.discovery import Walker
@@ -150,15 +169,13 @@ def check_files(
             relevance = Relevance(index)
             if names_ok and previous.names is not None:
                 relevance.seed(frozenset(previous.names), frozenset(previous.modules), _exports(previous.exports))
-        syntax: dict[str, tuple[int, int, str] | None] = {}
-        if options.stage1:
-            if not relevance.computed:
-                # The names' fixpoint runs here while the workers do syntax checks.
-                syntax = _prepass(todo, index, options, then=relevance.project_names)
-            # Once, before workers fork (a no-op when computed or seeded); the fixpoint's
-            # later rounds read new files, whose facts are built in parallel too.
-            relevance.project_names(prefetch=lambda paths: _prefetch(paths, index, options))
-        results.update(_run(todo, settings, index, relevance, options, syntax))
+        checked_there = None
+        if prewarmed is not None and relevance.computed and _jobs(options, len(todo)) <= 1:
+            checked_there = prewarmed.check(todo, settings, index, relevance, options)
+        if checked_there is not None:
+            results.update(checked_there)
+        else:
+            results.update(_check_here(todo, settings, index, relevance, options))
 
     if stats is not None:
         stats.checked = list(todo)
@@ -175,6 +192,79 @@ def check_files(
             cache.store(where[display], hashes[where[display]], results[display])
         cache.save()
     return [results[display] for display in files]
+
+
+def _check_here(
+    todo: list[str], settings: Settings, index: ProjectIndex, relevance: Relevance, options: RunOptions
+) -> dict[str, FileResult]:
+    syntax: dict[str, tuple[int, int, str] | None] = {}
+    if options.stage1:
+        if not relevance.computed:
+            # The names' fixpoint runs here while the workers do syntax checks.
+            syntax = _prepass(todo, index, options, then=relevance.project_names)
+        # Once, before workers fork (a no-op when computed or seeded); the fixpoint's
+        # later rounds read new files, whose facts are built in parallel too.
+        relevance.project_names(prefetch=lambda paths: _prefetch(paths, index, options))
+    return _run(todo, settings, index, relevance, options, syntax)
+
+
+class _Prewarmed:
+    """A process forked when a cached run starts, importing the engine (LibCST takes a
+    third of a second) while this process walks, reads and hashes the tree. When only
+    a few files need checking, it checks them, so an edit-and-rerun does not wait for
+    the import after the reading; otherwise it is stopped, unused."""
+
+    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+
+    @classmethod
+    def start(cls, options: RunOptions) -> _Prewarmed | None:
+        context = _fork_context()
+        if context is None or options.debug or "sessionlint.engine" in sys.modules or (os.cpu_count() or 1) < 2:
+            return None
+        try:
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_prewarmed_main, args=(theirs,), daemon=True)  # type: ignore[attr-defined]
+            process.start()
+        except OSError:
+            return None
+        theirs.close()
+        return cls(process, ours)
+
+    def check(
+        self, todo: list[str], settings: Settings, index: ProjectIndex, relevance: Relevance, options: RunOptions
+    ) -> dict[str, FileResult] | None:
+        """The results of checking ``todo`` over there, or None if that failed."""
+        try:
+            self.conn.send((todo, settings, index, relevance, options))
+            results = self.conn.recv()
+        except Exception:  # the process died or a value did not pickle: check here
+            return None
+        return results if isinstance(results, dict) else None
+
+    def stop(self) -> None:
+        try:
+            self.conn.close()
+        finally:
+            if self.process.is_alive():
+                self.process.kill()
+            self.process.join(1)
+
+
+def _prewarmed_main(conn: Connection) -> None:
+    try:
+        import sessionlint.engine  # noqa: F401  (the point: LibCST and the rules)
+
+        job = conn.recv()
+    except (EOFError, OSError):
+        return
+    todo, settings, index, relevance, options = job
+    try:
+        results: object = _run(todo, settings, index, relevance, options, {})
+    except Exception:
+        results = None
+    conn.send(results)
 
 
 def _exports(raw: dict[str, list[str]]) -> dict[str, frozenset[str]]:

@@ -215,3 +215,25 @@ def test_a_removed_registry_stays_settled_while_the_file_removing_it_is_unchange
     (app / "hooks.py").write_text("def teardown(exc=None):\n    pass\n")
     found, stats = run(project)
     assert {"registry.py", "hooks.py"} <= names(stats.checked) and ("registry.py", 3, "SES301") in found
+
+
+def test_an_edit_checked_by_the_prewarmed_process_matches_a_fresh_run(project: Path) -> None:
+    """A cached run forks a process that imports the engine while the tree is read; a
+    few changed files are checked there. In a fresh interpreter (where the engine is
+    not imported yet), its findings must equal an uncached run's."""
+    import subprocess
+    import sys
+
+    def cli(*extra: str) -> list[list[object]]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sessionlint", "check", "--format", "json", *extra, "app"],
+            cwd=project, capture_output=True, text=True, check=False,
+        )
+        assert proc.returncode in (0, 1), proc.stderr
+        return sorted([d["path"], d["line"], d["code"]] for d in json.loads(proc.stdout))
+
+    cli()  # fills the cache
+    (project / "app" / "jobs.py").write_text(VIEWS.replace("def view", "def job"))
+    warm_after_edit = cli()
+    assert warm_after_edit == cli("--no-cache")
+    assert ["app/jobs.py", 5, "SES101"] in warm_after_edit

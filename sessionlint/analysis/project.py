@@ -139,6 +139,13 @@ class ProjectIndex:
         for path in files:
             self.add_file(path)
 
+    def __getstate__(self) -> dict[str, object]:
+        # Pickled for another process on the same tree: file contents are read again
+        # there on demand rather than copied through a pipe.
+        state = dict(self.__dict__)
+        state["_bytes"] = {}
+        return state
+
     # -- module map -----------------------------------------------------------
 
     def add_file(self, path: str, source: str | None = None) -> str:
