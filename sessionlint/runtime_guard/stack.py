@@ -31,8 +31,9 @@ import functools
 import os
 import sys
 import sysconfig
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
+from typing import Any
 
 # A captured stack: code0, lasti0, code1, lasti1, ... innermost first.
 RawStack = tuple[object, ...]
@@ -84,14 +85,6 @@ _OUTERMOST = frozenset({"<module>", "_bootstrap", "_bootstrap_inner"})
 _MAX_SHORTCUTS = 4
 
 
-def _specials(codes: tuple[CodeType, ...]) -> _Specials | None:
-    """`codes` padded to four identity slots, or None if there are more (walked by id)."""
-    if len(codes) > 4:
-        return None
-    padded = codes + (_NO_CODE,) * (4 - len(codes))
-    return (padded[0], padded[1], padded[2], padded[3])
-
-
 def _walk(frame: FrameType | None, out: list[object], limit: int, specials: _Specials) -> object:
     """Append (code, lasti) of `frame` and its callers to `out`.
 
@@ -116,6 +109,23 @@ def _walk(frame: FrameType | None, out: list[object], limit: int, specials: _Spe
     return _TOP
 
 
+def _walk1(frame: FrameType | None, out: list[object], limit: int, special: object) -> object:
+    """`_walk` with one special code (or none: `_NO_CODE`), the common case without owned codes."""
+    append = out.append
+    n = len(out) >> 1
+    while frame is not None:
+        if n >= limit:
+            return _LIMIT
+        code = frame.f_code
+        if code is special:
+            return code
+        append(code)
+        append(frame.f_lasti)
+        frame = frame.f_back
+        n += 1
+    return _TOP
+
+
 def _walk_ids(frame: FrameType | None, out: list[object], limit: int, ids: dict[int, CodeType]) -> object:
     """`_walk` for more than four special codes: compared by `id()` (never hashed, see `_walk`)."""
     append = out.append
@@ -131,6 +141,19 @@ def _walk_ids(frame: FrameType | None, out: list[object], limit: int, ids: dict[
         frame = frame.f_back
         n += 1
     return _TOP
+
+
+_Walker = Callable[[FrameType | None, list[object], int, Any], object]
+
+
+def _walker(codes: tuple[CodeType, ...]) -> tuple[_Walker, Any]:
+    """The cheapest walk for these special codes, and its last argument."""
+    if len(codes) <= 1:
+        return _walk1, codes[0] if codes else _NO_CODE
+    if len(codes) <= 4:
+        padded = codes + (_NO_CODE,) * (4 - len(codes))
+        return _walk, (padded[0], padded[1], padded[2], padded[3])
+    return _walk_ids, {id(code): code for code in codes}
 
 
 def _parent_greenlet_frame() -> FrameType | None:
@@ -160,12 +183,9 @@ def capture(skip: int = 1, limit: int = 48) -> RawStack:
     except ValueError:
         return EMPTY
     out: list[object] = []
-    if _walk(frame, out, limit, _NO_SPECIALS) is _TOP:
-        _walk(_parent_greenlet_frame(), out, limit, _NO_SPECIALS)
+    if _walk1(frame, out, limit, _NO_CODE) is _TOP:
+        _walk1(_parent_greenlet_frame(), out, limit, _NO_CODE)
     return tuple(out)
-
-
-_NO_SPECIALS: _Specials = (_NO_CODE, _NO_CODE, _NO_CODE, _NO_CODE)
 
 
 def _unique(codes: Iterable[CodeType]) -> tuple[CodeType, ...]:
@@ -216,25 +236,17 @@ class StackCapture:
         self._configure()
 
     def _configure(self) -> None:
-        self._plain = _specials(self.stop)
-        self._plain_ids = {id(code): code for code in self.stop}
-        both = self.stop + self.owned
-        self._both = _specials(both)
-        self._both_ids = {id(code): code for code in both}
+        self._plain_walk = _walker(self.stop)
+        self._owned_walk = _walker(self.stop + self.owned)
 
-    def _walk(self, frame: FrameType | None, out: list[object], *, owned: bool) -> object:
-        specials = self._both if owned else self._plain
-        if specials is not None:
-            return _walk(frame, out, self.limit, specials)
-        return _walk_ids(frame, out, self.limit, self._both_ids if owned else self._plain_ids)
-
-    def _finish(self, out: list[object], hit: object) -> RawStack:
-        """`out` as a stack; if the walk reached the top of a child greenlet, go on in its parent."""
-        if hit is _TOP and out:
+    def _finish(self, out: list[object]) -> RawStack:
+        """`out`, whose walk reached the top of its chain, as a stack: in a child greenlet, go on in its parent."""
+        if out:
             top = out[-2]
             # A thread's or the main script's outermost frame is no greenlet's.
             if isinstance(top, CodeType) and top.co_name not in _OUTERMOST:
-                self._walk(_parent_greenlet_frame(), out, owned=False)
+                walk, arg = self._plain_walk
+                walk(_parent_greenlet_frame(), out, self.limit, arg)
         return tuple(out)
 
     def capture(self, skip: int = 1) -> RawStack:
@@ -244,7 +256,10 @@ class StackCapture:
         except ValueError:
             return EMPTY
         out: list[object] = []
-        return self._finish(out, self._walk(frame, out, owned=False))
+        walk, arg = self._plain_walk
+        if walk(frame, out, self.limit, arg) is _TOP:
+            return self._finish(out)
+        return tuple(out)
 
     def capture_at(self, site: Site, skip: int = 1, *, owned: bool = True) -> RawStack | None:
         """`capture(skip)` for an event site, using and teaching its shortcuts.
@@ -257,15 +272,11 @@ class StackCapture:
         """
         getframe = sys._getframe
         base = skip + 1
-        if owned:
-            for depth, code in site.owned:
-                try:
-                    if getframe(base + depth).f_code is code:
-                        return None
-                except ValueError:
-                    pass
         start: FrameType | None = None
         skipped = 0
+        # Entries first: the walk from the entry's caller meets an owned code
+        # at its first frame anyway, so a hit there makes the owned probes
+        # below unneeded.
         for depth, inner, outer in site.entries:
             try:
                 frame = getframe(base + depth - 1) if inner is not None else getframe(base + depth)
@@ -282,31 +293,33 @@ class StackCapture:
                 start = frame.f_back
                 skipped = depth + 1
                 break
-        out: list[object] = []
         if start is None:
+            if owned:
+                for depth, code in site.owned:
+                    try:
+                        if getframe(base + depth).f_code is code:
+                            return None
+                    except ValueError:
+                        pass
             try:
                 start = getframe(base)
             except ValueError:
                 return EMPTY
-        specials = self._both if owned else self._plain
-        if specials is not None:
-            hit = _walk(start, out, self.limit, specials)
-        else:
-            hit = _walk_ids(start, out, self.limit, self._both_ids if owned else self._plain_ids)
-        if hit is _LIMIT:
-            return tuple(out)
-        if hit is not _TOP:
-            if owned and isinstance(hit, CodeType) and any(hit is code for code in self.owned):
-                depth = skipped + (len(out) >> 1)
-                if not any(known == depth and code is hit for known, code in site.owned):
-                    site.owned = ((depth, hit),) + site.owned[: _MAX_SHORTCUTS - 1]
-                return None
-            if not skipped:
-                self._learn_entry(site, out)
-            return tuple(out)
-        if not skipped:
+        out: list[object] = []
+        walk, arg = self._owned_walk if owned else self._plain_walk
+        hit = walk(start, out, self.limit, arg)
+        if skipped:
+            if hit is _TOP:
+                return self._finish(out)
+            if hit is _LIMIT or not owned or not isinstance(hit, CodeType) or not any(hit is c for c in self.owned):
+                return tuple(out)
+        elif hit is _LIMIT or not isinstance(hit, CodeType) or not any(hit is c for c in self.owned):
             self._learn_entry(site, out)
-        return self._finish(out, hit)
+            return self._finish(out) if hit is _TOP else tuple(out)
+        depth = skipped + (len(out) >> 1)
+        if not any(known == depth and code is hit for known, code in site.owned):
+            site.owned = ((depth, hit),) + site.owned[: _MAX_SHORTCUTS - 1]
+        return None
 
     @staticmethod
     def _learn_entry(site: Site, out: list[object]) -> None:

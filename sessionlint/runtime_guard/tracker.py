@@ -37,7 +37,6 @@ import contextlib
 import functools
 import gc
 import itertools
-import operator
 import threading
 import time
 import warnings
@@ -157,86 +156,95 @@ class Scope:
         return f"<Scope {self.name!r} {'closed' if self.closed else 'open'} findings={len(self.findings)}>"
 
 
-def _slot(index: int) -> Any:
-    """A named, writable view of slot `index` of a list-based record (for the cold paths)."""
-
-    def set_slot(record: list[Any], value: Any) -> None:
-        record[index] = value
-
-    return property(operator.itemgetter(index), set_slot)
+# The records below have no `__init__`: the listeners make them with `cls()`
+# (all C) and store each slot, which costs about a third of a Python
+# `__init__` call (the call itself dominated a checkout's bookkeeping). Slot
+# reads and writes are specialized by the interpreter; a list subclass, tried
+# too, is not (`list.__getitem__` on a subclass takes the slow generic path).
 
 
-# The records below are lists, built on the hot path by one C call
-# (`_Checkout((...))`) instead of a Python `__init__`, which cost more than
-# the rest of a checkout's bookkeeping. Listeners read their slots by index
-# (the `_CO_*`, `_TX_*` and `_SS_*` constants); the properties name them
-# everywhere else.
-
-_CO_RECORD, _CO_FAIRY, _CO_STACK, _CO_REPORTED = 0, 1, 5, 7
-
-
-class _Checkout(list[Any]):
-    """[record ref, fairy ref, pool, thread, start, stack, scope, reported]"""
-
-    __slots__ = ()
-    record_ref = _slot(0)
-    proxy_ref = _slot(1)  # the fairy's weak reference (SQLAlchemy's own `record.fairy_ref`)
-    pool = _slot(2)
-    thread_obj = _slot(3)
-    start = _slot(4)
-    stack = _slot(5)
-    scope = _slot(6)
-    reported = _slot(7)
+class _Checkout:
+    __slots__ = ("record", "proxy_ref", "pool", "thread_obj", "start", "stack", "scope", "reported")
+    # The pool's `_ConnectionRecord`, held strongly while checked out: the
+    # pool holds it too, and every checked-out record gets a checkin (or a
+    # detach) event, which drops the entry; a strong reference also means its
+    # id cannot be reused while the entry exists. A detached entry holds a
+    # weak reference instead (`record_of`): its record may leave the pool.
+    record: Any
+    # The fairy's weak reference: SQLAlchemy's own `record.fairy_ref`, reused.
+    proxy_ref: Callable[[], Any]
+    pool: Any
+    thread_obj: Any
+    start: float
+    stack: RawStack
+    scope: Scope
+    reported: bool
 
     @property
     def thread(self) -> str:
-        return _thread_name(self[3])
+        return _thread_name(self.thread_obj)
+
+    def record_of(self) -> Any:
+        record = self.record
+        return record() if isinstance(record, weakref.ref) else record
 
 
-_TX_CONN, _TX_IDENT, _TX_OWNED = 0, 1, 8
-
-
-class _CoreTx(list[Any]):
-    """[conn ref, thread ident, thread, start, seq, stack, scope, pool id, session owned, cross-thread keys]"""
-
-    __slots__ = ()
-    conn_ref = _slot(0)
-    thread_ident = _slot(1)
-    thread_obj = _slot(2)
-    start = _slot(3)
-    seq = _slot(4)
-    stack = _slot(5)
-    scope = _slot(6)
-    pool_id = _slot(7)
-    session_owned = _slot(8)
-    cross = _slot(9)  # None until a foreign thread is seen
-
-    @property
-    def thread(self) -> str:
-        return _thread_name(self[2])
-
-
-_SS_REF = 0
-
-
-class _SessionState(list[Any]):
-    """[session ref, thread ident, thread, start, seq, stack, scope, record ids, pool id, reported]"""
-
-    __slots__ = ()
-    session_ref = _slot(0)
-    thread_ident = _slot(1)
-    thread_obj = _slot(2)
-    start = _slot(3)
-    seq = _slot(4)
-    stack = _slot(5)
-    scope = _slot(6)
-    records = _slot(7)
-    pool_id = _slot(8)
-    reported = _slot(9)
+class _CoreTx:
+    __slots__ = (
+        "conn_ref",
+        "thread_ident",
+        "thread_obj",
+        "start",
+        "seq",
+        "stack",
+        "scope",
+        "pool_id",
+        "session_owned",
+        "cross",
+    )
+    conn_ref: Callable[[], Any]
+    thread_ident: int
+    thread_obj: Any
+    start: float
+    seq: int
+    stack: RawStack
+    scope: Scope
+    pool_id: int
+    session_owned: bool
+    cross: set[tuple[int, str]] | None  # None until a foreign thread is seen
 
     @property
     def thread(self) -> str:
-        return _thread_name(self[2])
+        return _thread_name(self.thread_obj)
+
+
+class _SessionState:
+    __slots__ = (
+        "session_ref",
+        "thread_ident",
+        "thread_obj",
+        "start",
+        "seq",
+        "stack",
+        "scope",
+        "records",
+        "pool_id",
+        "reported",
+    )
+    session_ref: Callable[[], Any]
+    thread_ident: int
+    thread_obj: Any
+    start: float
+    seq: int
+    stack: RawStack
+    scope: Scope
+    records: set[int]
+    pool_id: int | None
+    reported: bool
+
+    @property
+    def thread(self) -> str:
+        return _thread_name(self.thread_obj)
 
 
 def _thread_name(thread: Any) -> str:
@@ -319,6 +327,16 @@ _saved: list[tuple[type, str, Any]] = []
 _ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
 
 get_ident = threading.get_ident
+
+def _parent_of(transaction: Any) -> Any:
+    """`transaction.parent` (SessionEvents: None for the outermost transaction).
+
+    The public `parent` is a Python property returning `_parent`; session
+    events fire for every subtransaction a flush opens, so the listeners read
+    the attribute directly where SQLAlchemy has it, and call this otherwise.
+    """
+    return transaction.parent
+
 
 def _dead_ref() -> None:
     """Stands in for a weak reference whose object is gone (or never was)."""
@@ -429,7 +447,7 @@ def _apply_patches() -> None:
             # tracked, or the thread that began it) is decided right here.
             for tracker in _ACTIVE:
                 tx = tracker._core.get(id(conn))
-                if tx is not None and tx[_TX_IDENT] != get_ident():
+                if tx is not None and tx.thread_ident != get_ident():
                     tracker._on_statement(conn)
             return original(conn, *args, **kwargs)
 
@@ -508,6 +526,12 @@ class Tracker:
         self._registries: dict[int, tuple[weakref.ref[Any], RawStack]] = {}
         self._registry_owner: dict[tuple[int, int], Scope] = {}
         self._pools: dict[int, _PoolInfo] = {}
+        # The pool of the last checkout: most checkouts come from the same one.
+        self._last_pool = _PoolInfo(_dead_ref, None, "")
+        # The record a Session is acquiring: checked out inside its connection
+        # acquisition, not yet begun. A cache (any thread may overwrite it):
+        # a miss only means the stack is looked at.
+        self._acquiring: Any = None
         self._dead: collections.deque[tuple[str, int, weakref.ref[Any]]] = collections.deque()
         self.root = Scope("<run>", self.settings, kind="run")
         self._active: list[Scope] = [self.root]
@@ -739,7 +763,7 @@ class Tracker:
                 for key, co in table.copy().items():
                     if co.scope is not scope or co.reported:
                         continue
-                    record = co.record_ref()
+                    record = co.record_of()
                     if record is None:
                         # Checkin pops without the lock; drop only our entry.
                         if table.get(key) is co:
@@ -950,7 +974,7 @@ class Tracker:
         and only a session collected with its transaction open is left here.
         """
         with self._lock:
-            dead_sessions = [(key, state) for key, state in self._sessions.copy().items() if state[_SS_REF]() is None]
+            dead_sessions = [(key, state) for key, state in self._sessions.copy().items() if state.session_ref() is None]
         for key, state in dead_sessions:
             self._session_collected(key, state)
         while self._dead:
@@ -988,31 +1012,38 @@ class Tracker:
         try:
             try:
                 pool = proxy._pool
+                # The record already holds a weak reference to the fairy; reuse it.
+                fairy_ref = record.fairy_ref
             except AttributeError:
-                pool = None
-            info = self._pools.get(id(pool))
-            if info is None or info.pool_ref() is not pool:
-                info = self._learn_pool(pool, proxy)
-            # The record already holds a weak reference to the fairy; reuse it.
-            fairy_ref = getattr(record, "fairy_ref", None)
+                pool = getattr(proxy, "_pool", None)
+                fairy_ref = None
+            info = self._last_pool
+            if info.pool_ref() is not pool:
+                info = self._pools.get(id(pool)) or self._learn_pool(pool, proxy)
+                if info.pool_ref() is not pool:
+                    info = self._learn_pool(pool, proxy)
+                self._last_pool = info
             if fairy_ref is None or fairy_ref() is not proxy:
                 fairy_ref = weakref.ref(proxy) if proxy is not None else _dead_ref
-            self._checkouts[id(record)] = _Checkout(
-                (
-                    weakref.ref(record),
-                    fairy_ref,
-                    pool,
-                    self._tls.thread,
-                    self._clock(),
-                    # None inside a Session's connection acquisition: after_begin
-                    # gives this checkout the session's stack. Skipped: this
-                    # listener, SQLAlchemy's dispatcher and the pool method that
-                    # fired the event.
-                    self._stacks.capture_at(info.site, _LISTENER_SKIP) or EMPTY,
-                    self._active[-1],
-                    False,
-                )
-            )
+            co = _Checkout()
+            co.record = record
+            co.proxy_ref = fairy_ref
+            co.pool = pool
+            co.thread_obj = self._tls.thread
+            co.start = self._clock()
+            # Skipped: this listener, SQLAlchemy's dispatcher and the pool
+            # method that fired the event.
+            stack = self._stacks.capture_at(info.site, _LISTENER_SKIP)
+            if stack is None:
+                # Inside a Session's connection acquisition: after_begin gives
+                # this checkout the session's stack, and the Core `begin` that
+                # the acquisition makes next need not look at the stack again.
+                self._acquiring = record
+                stack = EMPTY
+            co.stack = stack
+            co.scope = self._active[-1]
+            co.reported = False
+            self._checkouts[id(record)] = co
             next(self._n_checkouts)
         except Exception as exc:  # noqa: BLE001 - listeners never raise into the app
             self._internal_error("checkout", exc)
@@ -1024,12 +1055,14 @@ class Tracker:
             return
         try:
             next(self._n_checkins)
+            if record is self._acquiring:
+                self._acquiring = None
             co = self._checkouts.pop(id(record), None)
-            if co is None or co[_CO_RECORD]() is not record:
+            if co is None or co.record is not record:
                 return
             # The fairy (proxy) is alive during an explicit close; if it is
             # already gone, the garbage collector is returning the record.
-            if co[_CO_FAIRY]() is None and not co[_CO_REPORTED]:
+            if co.proxy_ref() is None and not co.reported:
                 owner = self._record_session.get(id(record))
                 if owner is None or owner not in self._sessions:
                     with self._lock:
@@ -1067,9 +1100,12 @@ class Tracker:
         if self._off():
             return
         try:
+            if record is self._acquiring:
+                self._acquiring = None
             with self._lock:
                 co = self._checkouts.pop(id(record), None)
-                if co is not None and co.record_ref() is record and dbapi_connection is not None:
+                if co is not None and co.record is record and dbapi_connection is not None:
+                    co.record = weakref.ref(record)
                     self._detached[id(dbapi_connection)] = co
         except Exception as exc:  # noqa: BLE001
             self._internal_error("detach", exc)
@@ -1171,26 +1207,52 @@ class Tracker:
         if self._suspended and get_ident() in self._suspended:
             return
         try:
-            self._core[id(conn)] = _CoreTx(
-                (
-                    weakref.ref(conn),
-                    get_ident(),
-                    self._tls.thread,
-                    self._clock(),
-                    next(self._seq),
-                    # Skipped: this listener and the wrapper or dispatcher
-                    # calling it. None inside a Session's connection
-                    # acquisition: after_begin gives it the session's stack.
-                    self._stacks.capture_at(self._begin_site, 2) or EMPTY,
-                    self._active[-1],
-                    id(conn.engine.pool),
-                    False,
-                    None,
-                )
-            )
             next(self._n_transactions)
+            if self._acquiring is not None:
+                try:
+                    record = conn._dbapi_connection._connection_record
+                except AttributeError:
+                    record = None
+                if record is self._acquiring:
+                    self._acquiring = None
+                    return  # a Session's acquisition (see `_on_checkout`)
+            # Skipped: this listener and the wrapper or dispatcher calling it.
+            stack = self._stacks.capture_at(self._begin_site, 2)
+            if stack is None:
+                # Inside a Session's connection acquisition: the session's
+                # after_begin, which follows at once, records it as the
+                # session's (`_own_core`).
+                return
+            tx = _CoreTx()
+            tx.conn_ref = weakref.ref(conn)
+            tx.thread_ident = get_ident()
+            tx.thread_obj = self._tls.thread
+            tx.start = self._clock()
+            tx.seq = next(self._seq)
+            tx.stack = stack
+            tx.scope = self._active[-1]
+            tx.pool_id = id(conn.engine.pool)
+            tx.session_owned = False
+            tx.cross = None
+            self._core[id(conn)] = tx
         except Exception as exc:  # noqa: BLE001
             self._internal_error("begin", exc)
+
+    def _own_core(self, state: _SessionState, connection: Any) -> _CoreTx:
+        """The Core transaction a session began in its connection acquisition, as the session's."""
+        tx = _CoreTx()
+        tx.conn_ref = weakref.ref(connection)
+        tx.thread_ident = get_ident()
+        tx.thread_obj = self._tls.thread
+        tx.start = state.start
+        tx.seq = state.seq
+        tx.stack = state.stack
+        tx.scope = state.scope
+        tx.pool_id = state.pool_id if state.pool_id is not None else id(connection.engine.pool)
+        tx.session_owned = True
+        tx.cross = None
+        self._core[id(connection)] = tx
+        return tx
 
     def _on_commit(self, conn: Any) -> None:
         self._end_core(conn, "commit")
@@ -1203,12 +1265,12 @@ class Tracker:
             return
         try:
             tx = self._core.pop(id(conn), None)
-            if tx is None or tx[_TX_CONN]() is not conn:
+            if tx is None or tx.conn_ref() is not conn:
                 # None, or a stale entry of a collected connection whose id was reused.
                 return
-            if tx[_TX_IDENT] != get_ident():
+            if tx.thread_ident != get_ident():
                 self._check_thread(tx, how)
-            if tx[_TX_OWNED]:
+            if tx.session_owned:
                 return  # the session reports its own transaction
             duration = self._clock() - tx.start
             if duration > tx.scope.settings.max_transaction:
@@ -1242,7 +1304,7 @@ class Tracker:
         """A statement on `conn`: SES905 if its transaction began on another thread."""
         try:
             tx = self._core.get(id(conn))
-            if tx is None or tx[_TX_IDENT] == get_ident():
+            if tx is None or tx.thread_ident == get_ident():
                 return
             if self._off() or tx.conn_ref() is not conn:
                 return
@@ -1286,85 +1348,104 @@ class Tracker:
 
     def _on_tx_create(self, session: Any, transaction: Any) -> None:
         # Only the outermost transaction is timed: the SessionEvents docs
-        # identify it by `transaction.parent is None`.
-        if transaction.parent is not None:
-            return
+        # identify it by `transaction.parent is None` (read as in `_parent_of`).
+        try:
+            if transaction._parent is not None:
+                return
+        except AttributeError:
+            if _parent_of(transaction) is not None:
+                return
         if self._suspended and get_ident() in self._suspended:
             return
         try:
             key = id(session)
             old = self._sessions.get(key)
-            if old is not None and old[_SS_REF]() is not session:
+            if old is not None and old.session_ref() is not session:
                 # A session collected with its transaction open, whose id this
                 # one now has: report it before its state is replaced.
                 self._session_collected(key, old)
-            self._sessions[key] = _SessionState(
-                (
-                    weakref.ref(session),
-                    get_ident(),
-                    self._tls.thread,
-                    self._clock(),
-                    next(self._seq),
-                    self._stacks.capture_at(self._session_site, _LISTENER_SKIP, owned=False) or EMPTY,
-                    self._active[-1],
-                    set(),
-                    None,
-                    False,
-                )
-            )
+            state = _SessionState()
+            state.session_ref = weakref.ref(session)
+            state.thread_ident = get_ident()
+            state.thread_obj = self._tls.thread
+            state.start = self._clock()
+            state.seq = next(self._seq)
+            state.stack = self._stacks.capture_at(self._session_site, _LISTENER_SKIP, owned=False) or EMPTY
+            state.scope = self._active[-1]
+            state.records = set()
+            state.pool_id = None
+            state.reported = False
+            self._sessions[key] = state
             next(self._n_session_transactions)
         except Exception as exc:  # noqa: BLE001
             self._internal_error("after_transaction_create", exc)
 
     def _on_after_begin(self, session: Any, transaction: Any, connection: Any) -> None:
+        # No lock, as in `_on_checkout`: each step is one atomic operation on
+        # a dict, a set or a slot, and readers copy before iterating.
         if self._suspended and get_ident() in self._suspended:
             return
         try:
             key = id(session)
-            fairy = getattr(connection, "_dbapi_connection", None)
-            record = getattr(fairy, "_connection_record", None)
-            with self._lock:
-                state = self._sessions.get(key)
-                if state is None or state[_SS_REF]() is not session:
-                    return
-                records = state.records
-                if not records:
-                    # The database transaction starts when the first connection
-                    # is acquired (SessionEvents.after_begin); time spent before,
-                    # e.g. waiting on a full pool, is not a long transaction.
-                    state.start = self._clock()
-                if record is not None:
-                    records.add(id(record))
-                    self._record_session[id(record)] = key
-                    co = self._checkouts.get(id(record))
-                    if co is not None and not co[_CO_STACK]:
-                        co[_CO_STACK] = state.stack
-                state.pool_id = id(connection.engine.pool)
-                tx = self._core.get(id(connection))
-                # The Core transaction belongs to the session only if it began
-                # for it (after the session's transaction was created); an
-                # external connection joined by the session keeps its own.
-                if tx is not None and tx[_TX_CONN]() is connection and tx.seq > state.seq:
-                    tx[_TX_OWNED] = True
-                    if not tx.stack:
-                        tx.stack = state.stack
+            state = self._sessions.get(key)
+            if state is None or state.session_ref() is not session:
+                return
+            records = state.records
+            if not records:
+                # The database transaction starts when the first connection
+                # is acquired (SessionEvents.after_begin); time spent before,
+                # e.g. waiting on a full pool, is not a long transaction.
+                state.start = self._clock()
+            try:
+                record = connection._dbapi_connection._connection_record
+            except AttributeError:
+                record = None
+            if record is not None:
+                record_id = id(record)
+                records.add(record_id)
+                self._record_session[record_id] = key
+                co = self._checkouts.get(record_id)
+                if co is not None and not co.stack:
+                    co.stack = state.stack
+            state.pool_id = id(connection.engine.pool)
+            tx = self._core.get(id(connection))
+            if tx is None or tx.conn_ref() is not connection:
+                # No Core transaction of its own: if the connection is in one,
+                # the session began it while acquiring the connection (see
+                # `_on_begin`).
+                if getattr(connection, "_transaction", None) is not None:
+                    self._own_core(state, connection)
+            elif tx.seq > state.seq:
+                # A Core transaction begun after the session's transaction was
+                # created is the session's; an external connection joined by
+                # the session keeps its own.
+                tx.session_owned = True
+                if not tx.stack:
+                    tx.stack = state.stack
         except Exception as exc:  # noqa: BLE001
             self._internal_error("after_begin", exc)
 
     def _on_tx_end(self, session: Any, transaction: Any) -> None:
-        if transaction.parent is not None:
-            return
+        try:
+            if transaction._parent is not None:
+                return
+        except AttributeError:
+            if _parent_of(transaction) is not None:
+                return
         if self._suspended and get_ident() in self._suspended:
             return
         try:
-            with self._lock:
-                state = self._sessions.get(id(session))
-                if state is None or state[_SS_REF]() is not session:
-                    return
-                del self._sessions[id(session)]
+            key = id(session)
+            state = self._sessions.get(key)
+            if state is None or state.session_ref() is not session:
+                return
+            if self._sessions.pop(key, None) is not state:
+                return  # removed meanwhile (collected, or ended on another thread)
+            if self._record_session:
+                record_session = self._record_session
                 for record_id in state.records:
-                    if self._record_session.get(record_id) == id(session):
-                        del self._record_session[record_id]
+                    if record_session.get(record_id) == key:
+                        record_session.pop(record_id, None)
             if not state.records:
                 return  # never acquired a connection: no database transaction
             duration = self._clock() - state.start
@@ -1509,7 +1590,7 @@ class Tracker:
     def outstanding(self) -> int:
         """Checkouts currently out (tracked), for tests and the benchmark."""
         with self._lock:
-            return sum(1 for co in self._checkouts.copy().values() if co.record_ref() is not None)
+            return sum(1 for co in self._checkouts.copy().values() if co.record_of() is not None)
 
     def check_server(self) -> list[Finding]:
         """SES902 from the server: transactions of this process still open.
@@ -1523,14 +1604,14 @@ class Tracker:
         """
         findings: list[Finding] = []
         with self._lock:
-            checkouts = [co for co in self._checkouts.copy().values() if co.record_ref() is not None]
+            checkouts = [co for co in self._checkouts.copy().values() if co.record_of() is not None]
         groups: dict[int, tuple[Any, dict[int, _Checkout]]] = {}
         for co in checkouts:
             pool = co.pool
             info = self._pools.get(id(pool)) if pool is not None else None
             if info is None or info.dialect not in _server.SERVER_DIALECTS:
                 continue
-            record = co.record_ref()
+            record = co.record_of()
             backend = _server.backend_id(getattr(record, "driver_connection", None))
             if backend is None:
                 continue
