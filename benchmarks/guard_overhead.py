@@ -16,12 +16,15 @@ than 5 MB of growth per million cycles. The guard adds the same absolute cost
 per cycle everywhere (a few microseconds); SQLite cycles are so cheap that the
 ratio there is much larger and carries no target.
 
-Each line shows wall time per operation, best and median over the rounds, and
-the overhead two ways: the ratio of the best wall times (what the targets
-mean), and the guard's added CPU time of this thread (`time.thread_time`,
-best of each side) divided by the best wall time off. On a shared machine the
-second is the steadier estimate: the server's time and other processes'
-scheduling do not enter it. A target passes when both are within it.
+Each line shows the median wall time per operation off and on, and the
+overhead two ways, both medians over the paired rounds: the ratio of wall
+times (what the targets mean; the middle half of the rounds' ratios shows how
+steady the machine was), and the guard's added CPU time of this thread
+(`time.thread_time`) over the wall time off. On a shared machine the second
+is the steadier estimate: the server's time and other processes' scheduling
+do not enter it. A target passes when both are within it. The MariaDB line
+starts with the server's round trip, which every cycle pays once (the
+rollback on checkin): the same guard is a smaller share where it is slower.
 """
 
 from __future__ import annotations
@@ -104,7 +107,14 @@ def _guarded(fn: Callable[[int], None], n: int) -> tuple[float, float]:
 
 
 def compare(label: str, make: Callable[[], Callable[[int], None]], n: int, rounds: int) -> tuple[float, float]:
-    """(wall ratio of the best times, CPU overhead over the best wall time off), guard on vs off."""
+    """(wall ratio, 1 + CPU overhead share), guard on vs off, as medians over paired rounds.
+
+    Each round runs `n` operations off and `n` on, back to back, in an order
+    that alternates; a burst of other load or a slow spell of the server hits
+    one round, and the median over rounds leaves it out. The wall ratio is the
+    median of the rounds' on/off ratios; the CPU overhead is the median of the
+    rounds' added CPU time of this thread, over the median wall time off.
+    """
     fn = make()
     fn(max(50, n // 10))  # warm up the pool, the dialect and statement caches
     off: list[tuple[float, float]] = []
@@ -116,15 +126,18 @@ def compare(label: str, make: Callable[[], Callable[[int], None]], n: int, round
         else:
             off.append(timed(fn, n))
             on.append(_guarded(fn, n))
-    # The minimum of each side is the least disturbed by other load on the machine.
-    off_wall, on_wall = min(w for w, _ in off), min(w for w, _ in on)
-    off_cpu, on_cpu = min(c for _, c in off), min(c for _, c in on)
-    wall_ratio = on_wall / off_wall
-    cpu_share = (on_cpu - off_cpu) / off_wall
+    ratios = sorted(b[0] / a[0] for a, b in zip(off, on))
+    added = sorted(b[1] - a[1] for a, b in zip(off, on))
+    off_wall = statistics.median(w for w, _ in off)
+    on_wall = statistics.median(w for w, _ in on)
+    wall_ratio = statistics.median(ratios)
+    cpu_added = statistics.median(added)
+    cpu_share = cpu_added / off_wall
+    q = len(ratios) // 4
     print(
-        f"{label:<26} off {off_wall * 1e6:8.1f} us (median {statistics.median(w for w, _ in off) * 1e6:8.1f})"
-        f"   on {on_wall * 1e6:8.1f} us (median {statistics.median(w for w, _ in on) * 1e6:8.1f})"
-        f"   wall {(wall_ratio - 1) * 100:+6.1f}%   CPU +{(on_cpu - off_cpu) * 1e6:6.1f} us = {cpu_share * 100:+6.1f}%"
+        f"{label:<26} off {off_wall * 1e6:8.1f} us   on {on_wall * 1e6:8.1f} us   "
+        f"wall {(wall_ratio - 1) * 100:+6.1f}% (middle half {(ratios[q] - 1) * 100:+.1f}..{(ratios[-q - 1] - 1) * 100:+.1f})"
+        f"   CPU +{cpu_added * 1e6:6.1f} us = {cpu_share * 100:+6.1f}%"
     )
     return wall_ratio, 1 + cpu_share
 
@@ -145,6 +158,23 @@ def _reset_engine_event_flag() -> None:
     """
     if not _ENGINE_HAD_EVENTS:
         sa.Engine._has_events = False
+
+
+def round_trip(engine: sa.Engine, n: int = 2000) -> None:
+    """Print the server's round trip: the MariaDB ratios scale with it.
+
+    Every checkout+checkin cycle makes one round trip (the rollback on
+    return), so the same guard costs a smaller share where the trip is slower.
+    """
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            raw.ping(False)  # type: ignore[union-attr]
+            times.append(time.perf_counter() - start)
+    times.sort()
+    print(f"MariaDB round trip (ping)  min {times[0] * 1e6:.1f} us, median {times[n // 2] * 1e6:.1f} us")
 
 
 def memory(engine: sa.Engine, total: int) -> float:
@@ -178,13 +208,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cycles", type=int, default=2000, help="checkout+checkin cycles per round (MariaDB: /2)")
     parser.add_argument("--orm", type=int, default=150, help="ORM units of work per round")
-    parser.add_argument("--rounds", type=int, default=25, help="interleaved off/on rounds; the best of each side is kept")
+    parser.add_argument("--rounds", type=int, default=41, help="paired off/on rounds (order alternating); medians are reported")
     parser.add_argument("--memory-cycles", type=int, default=1_000_000)
     parser.add_argument("--mariadb-url", default=os.environ.get("SESSIONGUARD_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"))
     parser.add_argument("--skip-mariadb", action="store_true")
     args = parser.parse_args()
 
-    print(f"Python {sys.version.split()[0]}, SQLAlchemy {sa.__version__}, {args.rounds} interleaved rounds")
+    print(f"Python {sys.version.split()[0]}, SQLAlchemy {sa.__version__}, {args.rounds} paired rounds")
     results: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = sa.create_engine(f"sqlite:///{tmp}/bench.db")
@@ -201,6 +231,7 @@ def main() -> int:
             maria = sa.create_engine(args.mariadb_url, pool_recycle=3600)
             Base.metadata.drop_all(maria)
             Base.metadata.create_all(maria)
+            round_trip(maria)
             try:
                 results["mariadb cycle"] = compare(
                     "MariaDB checkout+checkin", lambda: cycles(maria), args.cycles // 2, args.rounds

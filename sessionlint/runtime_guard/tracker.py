@@ -51,6 +51,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 from sqlalchemy.pool import Pool, QueuePool
+from sqlalchemy.pool.base import _ConnectionFairy, _ConnectionRecord
 from sqlalchemy.util import ScopedRegistry, ThreadLocalRegistry
 
 from sessionlint.runtime_guard import server as _server
@@ -311,7 +312,12 @@ class _ThreadState(threading.local):
 # `Connection` methods that fire those events (`_begin_impl`, `_commit_impl`,
 # `_rollback_impl`, `_execute_context`; engine/base.py) at the same point;
 # if a SQLAlchemy version lacks one of them, the guard listens to the
-# ConnectionEvents instead (`_CORE_BY_PATCH`).
+# ConnectionEvents instead (`_CORE_BY_PATCH`). Pool checkouts and checkins
+# are followed the same way, by wrapping `_ConnectionFairy._checkout` and
+# `_ConnectionRecord.checkin` where they have the expected shape
+# (`_POOL_BY_PATCH`): a wrapper is one Python call where a listener is
+# SQLAlchemy's dispatch and a call (about a quarter of the guard's cost per
+# checkout); tests run every tracker test both ways.
 #
 # The wrappers are installed while at least one tracker is, restored exactly
 # when the last one is uninstalled, and dispatch to every installed tracker.
@@ -347,6 +353,37 @@ _CORE_METHODS = ("_begin_impl", "_commit_impl", "_rollback_impl", "_execute_cont
 _CORE_BY_PATCH = all(isinstance(Connection.__dict__.get(name), FunctionType) for name in _CORE_METHODS)
 
 
+def _pool_methods_as_expected() -> bool:
+    """True if the pool methods that fire checkout and checkin are the ones the wrappers expect.
+
+    `_ConnectionFairy._checkout(cls, pool, threadconns=None, fairy=None)`
+    fires PoolEvents.checkout for a fairy's first checkout (`_counter == 1`)
+    just before returning it; `_ConnectionRecord.checkin(self,
+    _fairy_was_created=True)` fires PoolEvents.checkin unless it is a double
+    checkin (`fairy_ref` already None, with a fairy created). Wrapping them
+    costs one Python call where a listener costs SQLAlchemy's dispatch too
+    (about a quarter of the guard's cost per checkout); on another SQLAlchemy
+    the guard listens to the events instead (`_POOL_BY_PATCH`).
+    """
+    checkout = _ConnectionFairy.__dict__.get("_checkout")
+    checkin = _ConnectionRecord.__dict__.get("checkin")
+    if not isinstance(checkout, classmethod) or not isinstance(checkin, FunctionType):
+        return False
+    func = checkout.__func__
+    return (
+        isinstance(func, FunctionType)
+        and func.__code__.co_varnames[:4] == ("cls", "pool", "threadconns", "fairy")
+        and checkin.__code__.co_varnames[:2] == ("self", "_fairy_was_created")
+    )
+
+
+_POOL_BY_PATCH = _pool_methods_as_expected()
+# Frames between `_on_checkout`'s stack capture and the pool method that
+# checked out: the listener, and the wrapper or SQLAlchemy's dispatcher plus
+# the method that fired the event. All are SQLAlchemy's or the guard's.
+_CHECKOUT_SKIP = 2 if _POOL_BY_PATCH else _LISTENER_SKIP
+
+
 def _registry_classes() -> list[type]:
     classes: list[type] = [scoped_session]
     try:
@@ -358,14 +395,19 @@ def _registry_classes() -> list[type]:
     return classes
 
 
-def _patch(cls: type, name: str, make: Callable[[Any], Callable[..., Any]]) -> None:
-    """Replace `cls.name` by `make(original)`, remembering how to restore it."""
+def _patch(
+    cls: type, name: str, make: Callable[[Any], Callable[..., Any]], kind: Callable[[Any], Any] | None = None
+) -> None:
+    """Replace `cls.name` by `make(original)` (wrapped in `kind`, e.g. classmethod), remembering how to restore it."""
     original = getattr(cls, name)
     _saved.append((cls, name, cls.__dict__.get(name, _MISSING)))
     wrapper = make(original)
     wrapper.__wrapped__ = original  # type: ignore[attr-defined]
     wrapper.__sessionguard__ = True  # type: ignore[attr-defined]
-    setattr(cls, name, wrapper)
+    attribute: Any = wrapper if kind is None else kind(wrapper)
+    if kind is not None:
+        attribute.__sessionguard__ = True
+    setattr(cls, name, attribute)
 
 
 def _apply_patches() -> None:
@@ -399,6 +441,34 @@ def _apply_patches() -> None:
         return connect
 
     _patch(QueuePool, "connect", make_connect)
+
+    if _POOL_BY_PATCH:
+
+        def make_fairy_checkout(original: Callable[..., Any]) -> Callable[..., Any]:
+            func = _ConnectionFairy.__dict__["_checkout"].__func__
+
+            def _checkout(cls: Any, pool: Any, threadconns: Any = None, fairy: Any = None) -> Any:
+                result = func(cls, pool, threadconns, fairy)
+                # PoolEvents.checkout: a fairy's first checkout only.
+                if result._counter == 1:
+                    for tracker in _ACTIVE:
+                        tracker._on_checkout(result.dbapi_connection, result._connection_record, result)
+                return result
+
+            return _checkout
+
+        def make_record_checkin(original: Callable[..., Any]) -> Callable[..., Any]:
+            def checkin(record: Any, _fairy_was_created: bool = True) -> Any:
+                # PoolEvents.checkin: not for a double checkin, which only warns.
+                if record.fairy_ref is not None or not _fairy_was_created:
+                    for tracker in _ACTIVE:
+                        tracker._on_checkin(record.dbapi_connection, record)
+                return original(record, _fairy_was_created)
+
+            return checkin
+
+        _patch(_ConnectionFairy, "_checkout", make_fairy_checkout, classmethod)
+        _patch(_ConnectionRecord, "checkin", make_record_checkin)
 
     for cls in _registry_classes():
 
@@ -472,6 +542,7 @@ def _restore_patches() -> None:
 def patches_applied() -> bool:
     """True while the guard's class patches are in place (for uninstall checks)."""
     targets: list[tuple[type, str]] = [(QueuePool, "connect"), (Engine, "__init__")]
+    targets += [(_ConnectionFairy, "_checkout"), (_ConnectionRecord, "checkin")]
     targets += [(cls, "__init__") for cls in _registry_classes()]
     targets += [(Connection, name) for name in _CORE_METHODS]
     return any(getattr(cls.__dict__.get(name), "__sessionguard__", False) for cls, name in targets)
@@ -573,9 +644,11 @@ class Tracker:
         # (target class, event name, bound listener). Class-level targets cover
         # every instance, existing or future. Docs: PoolEvents, ConnectionEvents
         # (listening on the Engine class), SessionEvents (the Session class).
-        return [
-            (Pool, "checkout", self._on_checkout),
-            (Pool, "checkin", self._on_checkin),
+        return (
+            []
+            if _POOL_BY_PATCH
+            else [(Pool, "checkout", self._on_checkout), (Pool, "checkin", self._on_checkin)]
+        ) + [
             (Pool, "detach", self._on_detach),
             (Pool, "close_detached", self._on_close_detached),
             (Session, "after_transaction_create", self._on_tx_create),
@@ -1033,7 +1106,7 @@ class Tracker:
             co.start = self._clock()
             # Skipped: this listener, SQLAlchemy's dispatcher and the pool
             # method that fired the event.
-            stack = self._stacks.capture_at(info.site, _LISTENER_SKIP)
+            stack = self._stacks.capture_at(info.site, _CHECKOUT_SKIP)
             if stack is None:
                 # Inside a Session's connection acquisition: after_begin gives
                 # this checkout the session's stack, and the Core `begin` that

@@ -14,6 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, scoped_session, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
 
+from sessionlint.runtime_guard import tracker as tracker_module
 from sessionlint.runtime_guard.settings import GuardSettings
 from sessionlint.runtime_guard.tracker import Finding, GuardWarning, Tracker, patches_applied
 
@@ -42,6 +43,24 @@ def leak_a_connection(engine: sa.Engine, keep: list[object]) -> None:
     conn = engine.connect()
     conn.exec_driver_sql("SELECT 1")
     keep.append(conn)
+
+
+@pytest.fixture(autouse=True, params=["patches", "events"])
+def hook_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test twice: pool and Core hooks by method wrappers, and by SQLAlchemy's events.
+
+    The guard wraps `_ConnectionFairy._checkout`, `_ConnectionRecord.checkin`
+    and four `Connection` methods where they have the shape it expects, and
+    listens to the PoolEvents and ConnectionEvents otherwise (another
+    SQLAlchemy version); both must find the same things.
+    """
+    if request.param == "events":
+        if tracker_module._ACTIVE:
+            pytest.skip("another tracker (--sessionguard) holds the method wrappers")
+        monkeypatch.setattr(tracker_module, "_POOL_BY_PATCH", False)
+        monkeypatch.setattr(tracker_module, "_CHECKOUT_SKIP", tracker_module._LISTENER_SKIP)
+        monkeypatch.setattr(tracker_module, "_CORE_BY_PATCH", False)
+    return str(request.param)
 
 
 # -- install / uninstall -------------------------------------------------------
