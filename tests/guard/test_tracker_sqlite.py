@@ -60,6 +60,9 @@ def hook_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setattr(tracker_module, "_POOL_BY_PATCH", False)
         monkeypatch.setattr(tracker_module, "_CHECKOUT_SKIP", tracker_module._LISTENER_SKIP)
         monkeypatch.setattr(tracker_module, "_CORE_BY_PATCH", False)
+        # A ConnectionEvents listener on the Engine class sets this flag for
+        # good (SQLAlchemy never clears it); restore it for the later tests.
+        monkeypatch.setattr(sa.Engine, "_has_events", sa.Engine._has_events)
     return str(request.param)
 
 
