@@ -757,10 +757,15 @@ _METHOD_WORDS = re.compile(
 def _method_lines(text: str | bytes) -> list[int]:
     """Sorted line numbers on which a word :func:`summarize_function` looks for occurs."""
     data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    return _match_lines(_METHOD_WORDS, data)
+
+
+def _match_lines(regex: re.Pattern[bytes], data: bytes) -> list[int]:
+    """Sorted line numbers (Python's line ends) on which ``regex`` matches in ``data``."""
     data = _unix_newlines(data)
     lines: list[int] = []
     line, pos = 1, 0
-    for match in _METHOD_WORDS.finditer(data):
+    for match in regex.finditer(data):
         line += data.count(b"\n", pos, match.start())
         pos = match.start()
         if not lines or lines[-1] != line:
@@ -819,15 +824,7 @@ _IMPORTS = re.compile(rb"^[ \t]*from[ \t]+[\w.]+[ \t]+import[ \t]*\([^)]*\)|^[ \
 def _word_lines(data: bytes, words: frozenset[str]) -> list[int]:
     """Sorted line numbers on which one of ``words`` occurs as a word."""
     regex = re.compile(rb"\b(?:" + b"|".join(re.escape(w.encode()) for w in sorted(words)) + rb")\b")
-    data = _unix_newlines(data)
-    lines: list[int] = []
-    line, pos = 1, 0
-    for match in regex.finditer(data):
-        line += data.count(b"\n", pos, match.start())
-        pos = match.start()
-        if not lines or lines[-1] != line:
-            lines.append(line)
-    return lines
+    return _match_lines(regex, data)
 
 
 class _UsesScanner:

@@ -378,10 +378,6 @@ def _pool_methods_as_expected() -> bool:
 
 
 _POOL_BY_PATCH = _pool_methods_as_expected()
-# Frames between `_on_checkout`'s stack capture and the pool method that
-# checked out: the listener, and the wrapper or SQLAlchemy's dispatcher plus
-# the method that fired the event. All are SQLAlchemy's or the guard's.
-_CHECKOUT_SKIP = 2 if _POOL_BY_PATCH else _LISTENER_SKIP
 
 
 def _registry_classes() -> list[type]:
@@ -445,7 +441,7 @@ def _apply_patches() -> None:
     if _POOL_BY_PATCH:
 
         def make_fairy_checkout(original: Callable[..., Any]) -> Callable[..., Any]:
-            func = _ConnectionFairy.__dict__["_checkout"].__func__
+            func = original.__func__  # type: ignore[attr-defined]  # the classmethod's function
 
             def _checkout(cls: Any, pool: Any, threadconns: Any = None, fairy: Any = None) -> Any:
                 result = func(cls, pool, threadconns, fairy)
@@ -1104,9 +1100,10 @@ class Tracker:
             co.pool = pool
             co.thread_obj = self._tls.thread
             co.start = self._clock()
-            # Skipped: this listener, SQLAlchemy's dispatcher and the pool
-            # method that fired the event.
-            stack = self._stacks.capture_at(info.site, _CHECKOUT_SKIP)
+            # Skipped: this listener and the wrapper (`_POOL_BY_PATCH`), or
+            # this listener, SQLAlchemy's dispatcher and the pool method that
+            # fired the event. All are SQLAlchemy's or the guard's.
+            stack = self._stacks.capture_at(info.site, 2 if _POOL_BY_PATCH else _LISTENER_SKIP)
             if stack is None:
                 # Inside a Session's connection acquisition: after_begin gives
                 # this checkout the session's stack, and the Core `begin` that

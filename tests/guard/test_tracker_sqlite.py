@@ -58,7 +58,6 @@ def hook_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
         if tracker_module._ACTIVE:
             pytest.skip("another tracker (--sessionguard) holds the method wrappers")
         monkeypatch.setattr(tracker_module, "_POOL_BY_PATCH", False)
-        monkeypatch.setattr(tracker_module, "_CHECKOUT_SKIP", tracker_module._LISTENER_SKIP)
         monkeypatch.setattr(tracker_module, "_CORE_BY_PATCH", False)
         # A ConnectionEvents listener on the Engine class sets this flag for
         # good (SQLAlchemy never clears it); restore it for the later tests.
