@@ -126,8 +126,12 @@ class Checker:
         debug: bool = False,
         stage1: bool = True,
         relevance: Relevance | None = None,
+        noqa: bool = True,
     ) -> None:
         self.settings = settings
+        # False when the caller applies `# noqa` itself (flake8, whose --disable-noqa
+        # must be able to bring findings back).
+        self.noqa = noqa
         self.index = index
         self.stage1 = stage1
         self.relevance = relevance or Relevance(index)
@@ -310,7 +314,7 @@ class Checker:
     def _diagnostics(self, module: cst.Module, source: str, path: str, reports: list[Report]) -> Iterable[Diagnostic]:
         # Positions are computed only for files with something to report.
         positions = node_positions(module, [report.node for report in reports])
-        noqa = noqa_lines(source)
+        noqa = noqa_lines(source) if self.noqa else {}
         seen: set[tuple[int, int, str]] = set()
         for report in reports:
             where = positions.get(report.node)

@@ -72,8 +72,9 @@ class _Project:
 
         self.settings = settings
         # Index every Python file below the root once; the file being checked is
-        # refreshed with flake8's text by Checker.check_source.
-        self.checker = Checker(settings, build_index(settings, ()))
+        # refreshed with flake8's text by Checker.check_source. flake8 applies
+        # `# noqa` itself (and honours its --disable-noqa), so the checker does not.
+        self.checker = Checker(settings, build_index(settings, ()), noqa=False)
 
 
 # Per process: directory -> settings key, settings key -> project. Both are filled

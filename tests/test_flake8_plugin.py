@@ -164,6 +164,12 @@ def test_noqa_extend_ignore_and_per_file_ignores(tmp_path: Path) -> None:
     views.write_text("\n".join(lines) + "\n", encoding="utf-8")
     proc = run_flake8(["--select", "SES", "app"], cwd=project)
     assert (proc.returncode, proc.stdout) == (0, "")
+    # flake8 applies the noqa comment, so its --disable-noqa brings the finding back.
+    proc = run_flake8(["--select", "SES", "--disable-noqa", "app"], cwd=project)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert [(line.split(":")[:3], line.split()[1]) for line in proc.stdout.splitlines()] == [
+        (["app/views.py", "12", "15"], "SES101")
+    ]
 
 
 def test_flake8_config_file_per_file_ignores(tmp_path: Path) -> None:
