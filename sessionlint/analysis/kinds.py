@@ -9,6 +9,10 @@ if TYPE_CHECKING:
     from sessionlint.analysis.project import FunctionSummary
 
 
+# ``api`` of Flask-SQLAlchemy's extension class, and of the registry its objects hold.
+FLASK_SQLALCHEMY_API = "FlaskSQLAlchemy"
+
+
 @dataclass(frozen=True, slots=True)
 class Kind:
     """A resolved meaning.
@@ -22,6 +26,8 @@ class Kind:
     - ``engine`` / ``engine_type``: an ``Engine`` value / the ``Engine`` class;
     - ``connection``: a Core connection value;
     - ``function``: a project helper (``function`` summarises its parameters);
+    - ``extension``: a framework's database object (Flask-SQLAlchemy's ``db``), whose
+      ``session`` attribute is a registry the framework manages (``api`` names it);
     - ``api``: another SQLAlchemy name of interest (``api`` holds it).
     """
 
@@ -34,3 +40,8 @@ class Kind:
     origin: str = ""
     where: tuple[str, int] | None = None
     function: FunctionSummary | None = None
+
+    @property
+    def managed(self) -> bool:
+        """A registry the framework removes itself (Flask-SQLAlchemy's ``db.session``)."""
+        return self.tag == "registry" and self.api == FLASK_SQLALCHEMY_API

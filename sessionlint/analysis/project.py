@@ -22,8 +22,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sessionlint.analysis.sqla import CLOSE_METHODS, ROLLBACK_METHODS, sqla_kind
-from sessionlint.analysis.kinds import Kind
+from sessionlint.analysis.sqla import (
+    CLOSE_METHODS,
+    FLASK_SQLALCHEMY,
+    ROLLBACK_METHODS,
+    extension_kind,
+    extension_session,
+    sqla_kind,
+)
+from sessionlint.analysis.kinds import FLASK_SQLALCHEMY_API, Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,11 +442,18 @@ class ProjectIndex:
             return Kind("factory", origin=qname, configured=True)
         if qname.startswith("sqlalchemy."):
             return sqla_kind(qname)
+        if qname.startswith(FLASK_SQLALCHEMY + "."):
+            return extension_kind(qname)
         parts = qname.split(".")
         for i in range(len(parts) - 1, 0, -1):
             facts = self.facts_for_module(".".join(parts[:i]))
             if facts is None:
                 continue
+            if i == len(parts) - 2 and parts[-1] == "session":
+                # ``db.session`` of a framework extension ``db``.
+                owner = self._symbol_kind(facts, parts[i])
+                if owner is not None and owner.tag == "extension":
+                    return extension_session(owner, qname)
             if i != len(parts) - 1:
                 # ``pkg.mod`` where ``mod`` is a submodule, then an attribute of it:
                 # handled by a longer prefix; an attribute of a symbol is not a kind.
@@ -524,6 +538,8 @@ class ProjectIndex:
                 )
             if api in ("create_engine", "create_async_engine"):
                 return Kind("engine", is_async=api == "create_async_engine", origin=origin, where=where)
+            if api == FLASK_SQLALCHEMY_API:
+                return Kind("extension", api=api, origin=origin, where=where)
             return None
         if callee.tag in ("session_class", "factory"):
             return Kind("session", is_async=callee.is_async, origin=origin, where=where)

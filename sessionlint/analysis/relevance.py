@@ -31,7 +31,7 @@ _SQLA_MODULES = frozenset(
 # Kinds that make a name interesting; plain project functions are not (their calls
 # do not create sessions unless configured as session factories).
 _INTERESTING_TAGS = frozenset(
-    {"session_class", "factory", "registry", "session", "engine", "engine_type", "connection", "connection_type", "api"}
+    {"session_class", "factory", "registry", "session", "engine", "engine_type", "connection", "connection_type", "api", "extension"}
 )
 
 

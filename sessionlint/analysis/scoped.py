@@ -97,13 +97,15 @@ def is_thread_local(kind: Kind | None) -> bool:
 
 
 def registry_calls(tx: TxAnalyzer, fn: cst.FunctionDef, method: str) -> Iterator[tuple[cst.Call, str]]:
-    """``<registry>.<method>(...)`` calls in ``fn``'s own body: (call, registry spelling)."""
+    """``<registry>.<method>(...)`` calls in ``fn``'s own body: (call, registry spelling).
+    Registries a framework removes itself (Flask-SQLAlchemy's ``db.session``) are left
+    out: their lifetime is not the code's to manage."""
     scope = tx.function(fn).scope
     for sub in scope_nodes_of(fn.body, cst.Call):
         if isinstance(sub, cst.Call) and isinstance(sub.func, cst.Attribute) and sub.func.attr.value == method:
             kind = tx.resolver.kind(sub.func.value, scope)
             key = dotted(sub.func.value)
-            if kind is not None and kind.tag == "registry" and key is not None:
+            if kind is not None and kind.tag == "registry" and not kind.managed and key is not None:
                 yield sub, key
 
 

@@ -7,7 +7,7 @@ modules does not hide it. Names outside ``sqlalchemy`` never match.
 
 from __future__ import annotations
 
-from sessionlint.analysis.kinds import Kind
+from sessionlint.analysis.kinds import FLASK_SQLALCHEMY_API, Kind
 
 # Methods that release a session's or connection's resources. ``Session.close()``,
 # ``Session.reset()`` (2.0.22+) and ``Session.invalidate()`` all end the transaction
@@ -49,3 +49,22 @@ def sqla_kind(qname: str) -> Kind | None:
     if not qname.startswith("sqlalchemy"):
         return None
     return _API.get(qname.rsplit(".", 1)[-1])
+
+
+# Flask-SQLAlchemy: ``db = SQLAlchemy(app)`` is an extension object whose ``db.session``
+# is a ``scoped_session`` registry scoped to the Flask application context, which the
+# extension removes itself at app-context teardown (its docs, "Sessions").
+FLASK_SQLALCHEMY = "flask_sqlalchemy"
+_FLASK_EXTENSION = Kind("api", api=FLASK_SQLALCHEMY_API)
+
+
+def extension_kind(qname: str) -> Kind | None:
+    """The kind of a ``flask_sqlalchemy.*`` qualified name ending in ``SQLAlchemy``."""
+    if qname.startswith(FLASK_SQLALCHEMY + ".") and qname.rsplit(".", 1)[-1] == "SQLAlchemy":
+        return _FLASK_EXTENSION
+    return None
+
+
+def extension_session(extension: Kind, origin: str) -> Kind:
+    """``<extension>.session``: the extension's registry, managed (removed) by the framework."""
+    return Kind("registry", scopefunc=True, api=extension.api, origin=origin, where=extension.where)

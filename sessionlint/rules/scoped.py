@@ -115,6 +115,8 @@ class RemoveNotGuaranteed(Rule):
     ## Known problems
     Logging calls, `print()` and `close()`/`rollback()` before the `remove()` are
     assumed not to raise. A teardown hook whose first statement is `remove()` is fine.
+    Flask-SQLAlchemy's `db.session` is left alone: the extension removes it itself when
+    the application context ends.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/orm/contextual.html#using-thread-local-scope-with-web-applications

@@ -72,6 +72,8 @@ class MissingRollback(Rule):
     session counts as living on only when the code after the handler (or the next loop
     iteration) uses it; so does a session passed in as a parameter, since its owner
     (a FastAPI dependency, a fixture) usually closes it when the function returns.
+    Flask-SQLAlchemy's `db.session` (of `db = SQLAlchemy(...)`, wherever `db` is
+    imported from) lives on for the whole application context, like a `scoped_session`.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/faq/sessions.html#this-session-s-transaction-has-been-rolled-back-due-to-a-previous-exception-during-flush-or-similar
