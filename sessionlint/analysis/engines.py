@@ -19,6 +19,7 @@ from sessionlint.analysis.calls import (
     CallIndex,
     call_index,
     has_star,
+    int_value,
     is_read,
     keyword_args,
     module_assignments,
@@ -85,6 +86,9 @@ class EngineCall:
     url: cst.BaseExpression | None
     dialect: str | None  # "mysql", "postgresql", ... when visible; None when unknown
     keywords: dict[str, cst.BaseExpression]
+    # The keywords whose value is an integer constant: a literal (``-1``, ``8 * 3600``)
+    # or a name of this file assigned exactly one such value (``MAX_OVERFLOW = -1``).
+    ints: dict[str, int]
     star_kwargs: bool  # ``**options``: any keyword may be set
     poolclass: str | None  # None: not given; SQLAlchemy pool class name; "?" unresolved
     var: str  # the first name the engine is bound to ("" if none)
@@ -133,6 +137,11 @@ def _collect(resolver: Resolver) -> Iterator[EngineCall]:
             url=url,
             dialect=url_dialect(url, resolver, scope, module_values) if url is not None else None,
             keywords=keywords,
+            ints={
+                name: value
+                for name, expr in keywords.items()
+                if (value := int_constant(expr, resolver, scope, module_values)) is not None
+            },
             star_kwargs=has_star(call, "**"),
             poolclass=poolclass,
             var=_bound_name(index, call),
@@ -215,6 +224,25 @@ def url_dialect(
         owner = scope if scope.binds(expr.value) else resolver.scope(resolver.module)
         return url_dialect(values[0], resolver, owner, module_values, depth + 1)
     return None
+
+
+def int_constant(
+    expr: cst.BaseExpression,
+    resolver: Resolver,
+    scope: Scope,
+    module_values: dict[str, list[cst.BaseExpression]],
+    depth: int = 0,
+) -> int | None:
+    """An integer constant (see :func:`int_value`), also through a name of this file
+    assigned exactly once (a reassigned name, or one from another module, is unknown)."""
+    value = int_value(expr)
+    if value is not None or depth > 4 or not isinstance(expr, cst.Name):
+        return value
+    values = _values_of(expr.value, resolver, scope, module_values)
+    if values is None or len(values) != 1:
+        return None
+    owner = scope if scope.binds(expr.value) else resolver.scope(resolver.module)
+    return int_constant(values[0], resolver, owner, module_values, depth + 1)
 
 
 def _values_of(

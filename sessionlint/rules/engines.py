@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import libcst as cst
 
-from sessionlint.analysis.calls import int_value
 from sessionlint.analysis.engines import (
     ABANDONED,
     engine_calls,
@@ -141,7 +140,8 @@ class MysqlPoolRecycle(Rule):
 
     ## Known problems
     A URL read from configuration or the environment is not visible and not checked;
-    so is a `**options` call (it may set `pool_recycle`). Engines with
+    so is a `**options` call (it may set `pool_recycle`), and a `pool_recycle` whose
+    value is not a literal or a name of the same file assigned once. Engines with
     `poolclass=NullPool` keep no connections between uses and are not reported. The
     server's real `wait_timeout` is checked at runtime by SES906.
 
@@ -173,7 +173,7 @@ class MysqlPoolRecycle(Rule):
                     continue
                 problem = "has no `pool_recycle`"
             else:
-                seconds = int_value(recycle)
+                seconds = engine.ints.get("pool_recycle")
                 if seconds is None or 0 <= seconds < MYSQL_WAIT_TIMEOUT:
                     continue
                 problem = (
@@ -218,7 +218,9 @@ class UnboundedPool(Rule):
     ```
 
     ## Known problems
-    Only literal values are checked. Engines with a `poolclass` other than
+    Values are checked when the code spells them out: a literal, or a name of the same
+    file assigned exactly once (`MAX_OVERFLOW = -1`); a value from configuration,
+    another module or a parameter is not. Engines with a `poolclass` other than
     `QueuePool`/`AsyncAdaptedQueuePool` (e.g. `NullPool`) are not reported.
 
     ## References
@@ -240,9 +242,9 @@ class UnboundedPool(Rule):
             if engine.poolclass is not None and engine.poolclass not in ("QueuePool", "AsyncAdaptedQueuePool"):
                 continue
             setting = None
-            if int_value(engine.keywords.get("max_overflow")) == -1:
+            if engine.ints.get("max_overflow") == -1:
                 setting = "max_overflow=-1"
-            elif int_value(engine.keywords.get("pool_size")) == 0:
+            elif engine.ints.get("pool_size") == 0:
                 setting = "pool_size=0"
             if setting is not None:
                 self.report(engine.call, var=f" `{engine.var}`" if engine.var else "", setting=setting)
