@@ -32,6 +32,7 @@ from sessionlint.analysis.calls import (
 from sessionlint.analysis.context import FileContext
 from sessionlint.analysis.scope import Resolver, Scope, strip_await
 from sessionlint.analysis.sqla import CLOSE_METHODS
+from sessionlint.analysis.transactions import analyzer_for
 from sessionlint.analysis.walk import children, walk_scope
 
 # Constructors that run a callable elsewhere: qualified name -> (worker, positions and
@@ -234,11 +235,11 @@ class ThreadFacts:
     def shared(self, handoff: Handoff, scope: Scope) -> Iterator[Shared]:
         seen: set[str] = set()
         for expr in handoff.shipped:
-            for name in self._carried(expr, scope):
-                kind = self.session_kind(name.value, scope, module_level_too=True)
-                if kind is not None and name.value not in seen:
-                    seen.add(name.value)
-                    yield Shared(handoff, name.value, kind, captured=False)
+            for carried in self._carried(expr, scope):
+                found = self._carried_kind(carried, scope)
+                if found is not None and found[0] not in seen:
+                    seen.add(found[0])
+                    yield Shared(handoff, found[0], found[1], captured=False)
             for lam in _lambdas(expr):
                 yield from self._captured(handoff, lam, scope, seen)
         if handoff.callable is not None:
@@ -256,11 +257,11 @@ class ThreadFacts:
                 yield from self._callable_shares(handoff, args[0].value, scope, seen, depth + 1)
                 args = args[1:]
             for arg in args:
-                for name in self._carried(arg.value, scope):
-                    kind = self.session_kind(name.value, scope, module_level_too=True)
-                    if kind is not None and name.value not in seen:
-                        seen.add(name.value)
-                        yield Shared(handoff, name.value, kind, captured=False)
+                for carried in self._carried(arg.value, scope):
+                    found = self._carried_kind(carried, scope)
+                    if found is not None and found[0] not in seen:
+                        seen.add(found[0])
+                        yield Shared(handoff, found[0], found[1], captured=False)
         elif isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name):
             # ``target=session.commit``: a bound method carries its session along.
             base = target.value.value
@@ -311,10 +312,12 @@ class ThreadFacts:
                 out.append(sub.value)
         return out
 
-    def _carried(self, expr: cst.BaseExpression, scope: Scope) -> Iterator[cst.Name]:
-        """Names whose value ends up, as is, inside the value of ``expr``."""
+    def _carried(self, expr: cst.BaseExpression, scope: Scope) -> Iterator[cst.Name | cst.Attribute]:
+        """Names (and ``self.<attr>``) whose value ends up, as is, inside the value of ``expr``."""
         expr = strip_await(expr)
         if isinstance(expr, cst.Name):
+            yield expr
+        elif isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
             yield expr
         elif isinstance(expr, (cst.Tuple, cst.List, cst.Set)):
             for element in expr.elements:
@@ -346,6 +349,17 @@ class ThreadFacts:
                     yield from self._carried(arg.value, scope)
 
     # -- sessions ------------------------------------------------------------------------
+
+    def _carried_kind(self, carried: cst.Name | cst.Attribute, scope: Scope) -> tuple[str, str] | None:
+        """(spelling, "session"/"connection") if what ``_carried`` found holds one."""
+        if isinstance(carried, cst.Name):
+            kind = self.session_kind(carried.value, scope, module_level_too=True)
+            return (carried.value, kind) if kind is not None else None
+        # ``self.session`` in a method: an attribute the class assigns a session to.
+        if scope.cls is None or not scope.params or scope.params[0] != "self":
+            return None
+        attr = analyzer_for(self.resolver).class_attrs(scope.cls).get(carried.attr.value)
+        return (f"self.{carried.attr.value}", "session") if attr is not None and attr.tag == "session" else None
 
     def session_kind(self, name: str, scope: Scope, module_level_too: bool) -> str | None:
         """"session"/"connection" if ``name`` (seen from ``scope``) holds one."""

@@ -65,7 +65,9 @@ class SessionSharedWithThread(Rule):
     ```
 
     ## Known problems
-    Sessions reached through attributes (`self.session`) and thread subclasses whose
+    A session on `self` is followed when it is passed as `self.<attr>` from a method
+    of the class that assigns it (or annotates it `Session`); a bound method such as
+    `target=self.load` does not carry `self.session` along, and thread subclasses whose
     constructor receives the session are not followed. A session created inside the
     thread's target, and session factories or `scoped_session` registries passed to
     it, are fine and not reported.
