@@ -5,7 +5,8 @@ file's diagnostics with what they depend on (the module files its resolutions re
 whether it used a project-wide scan), and stage 1's project-wide names with each
 file's contribution to them. A result is reused when its file, its dependencies and
 the project-wide names are unchanged; the whole cache is dropped when the sessionlint
-version, the effective configuration or the set of project files changes. The
+version or its own modules, the effective configuration or the set of project files
+changes. The
 directory carries its own ``.gitignore``.
 """
 

@@ -7,6 +7,7 @@ reading and hashing the files.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import re
@@ -98,6 +99,21 @@ def check_files(
             prewarmed.stop()
 
 
+
+@functools.cache
+def _code_stamp() -> str:
+    """The size and modification time of sessionlint's own modules: a checkout or an
+    editable install changes its rules without changing ``__version__``, and the cache
+    must not serve the old rules' results."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    stamps = []
+    for folder, _dirs, names in os.walk(package):
+        for name in names:
+            if name.endswith(".py"):
+                stat = os.stat(os.path.join(folder, name))
+                stamps.append((os.path.relpath(os.path.join(folder, name), package), stat.st_size, stat.st_mtime_ns))
+    return content_hash(repr(sorted(stamps)).encode())
+
 def _check_files(
     settings: Settings,
     files: Sequence[str],
@@ -120,7 +136,7 @@ def _check_files(
         except OSError as exc:
             unreadable[path] = exc.strerror or str(exc)
     hashes = {path: content_hash(blob) for path, blob in data.items()}
-    key = content_hash(repr((__version__, settings.cache_key(), options.stage1, sorted(hashes))).encode())
+    key = content_hash(repr((__version__, _code_stamp(), settings.cache_key(), options.stage1, sorted(hashes))).encode())
     cache = ResultCache(root, key)
     if options.use_cache:
         cache.load()

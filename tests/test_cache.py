@@ -9,6 +9,7 @@ import pytest
 
 from sessionlint.cache import CACHE_DIR
 from sessionlint.config import Settings
+from sessionlint import runner
 from sessionlint.runner import RunOptions, RunStats, check_files
 
 DB = "from sqlalchemy.orm import sessionmaker\n\nSessionLocal = sessionmaker()\n"
@@ -115,6 +116,31 @@ def test_configuration_change_and_new_file_invalidate(project: Path) -> None:
     (project / "app" / "new.py").write_text(OTHER)
     _, stats = run(project, ignore=("SES104",))
     assert len(stats.checked) == 6
+
+
+def test_a_change_to_sessionlint_itself_invalidates(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An editable install or a checkout changes the rules without changing __version__.
+    run(project)
+    _, stats = run(project)
+    assert stats.checked == []
+    monkeypatch.setattr(runner, "_code_stamp", lambda: "another build")
+    _, stats = run(project)
+    assert len(stats.checked) == 5
+
+
+def test_code_stamp_follows_the_package_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "sessionlint"
+    package.mkdir()
+    (package / "runner.py").write_text("x = 1\n")
+    monkeypatch.setattr(runner, "__file__", str(package / "runner.py"))
+    runner._code_stamp.cache_clear()
+    first = runner._code_stamp()
+    runner._code_stamp.cache_clear()
+    assert runner._code_stamp() == first
+    (package / "rules.py").write_text("y = 2\n")
+    runner._code_stamp.cache_clear()
+    assert runner._code_stamp() != first
+    runner._code_stamp.cache_clear()
 
 
 def test_no_cache_neither_reads_nor_writes(project: Path) -> None:
