@@ -136,11 +136,15 @@ VARIANTS = ("as is", "empty bodies", "no session stacks", "no stacks")
 def ab(run: Callable[[int], None], units: int, rounds: int, cpu: bool) -> None:
     clock = time.thread_time if cpu else time.perf_counter
 
+    guards: dict[str, Tracker] = {}  # one per variant, reused as in guard_overhead.py
+
     def measure(variant: str | None) -> float:
         guard = None
         if variant is not None:
-            guard = Tracker(GuardSettings(check_server=False))
-            _variant(variant, guard)
+            guard = guards.get(variant)
+            if guard is None:
+                guard = guards[variant] = Tracker(GuardSettings(check_server=False))
+                _variant(variant, guard)
             guard.install()
             scope = guard.begin_scope("breakdown")
         gc.collect()
