@@ -86,6 +86,7 @@ def listeners(run: Callable[[int], None], units: int) -> None:
         return wrapper
 
     guard = Tracker(GuardSettings(check_server=False))
+    guard.stop_stacks_at(listeners)  # as guard_overhead.py does
     for name in LISTENERS:
         setattr(guard, name, timed(name, getattr(guard, name)))
     guard._stacks.capture_at = timed("stack capture", guard._stacks.capture_at, extra_skip=1)  # type: ignore[method-assign]
@@ -144,6 +145,7 @@ def ab(run: Callable[[int], None], units: int, rounds: int, cpu: bool) -> None:
             guard = guards.get(variant)
             if guard is None:
                 guard = guards[variant] = Tracker(GuardSettings(check_server=False))
+                guard.stop_stacks_at(measure)  # as guard_overhead.py does
                 _variant(variant, guard)
             guard.install()
             scope = guard.begin_scope("breakdown")

@@ -3,7 +3,8 @@
 Run:  .venv/bin/python benchmarks/guard_overhead.py [--skip-mariadb] [--memory-cycles N]
 
 In one run it measures, guard off and guard on (a `Tracker` installed with a
-scope active, as during a test) in interleaved rounds whose order alternates,
+scope active and its stacks ending at the harness's frames, as during a test
+under the pytest plugin) in interleaved rounds whose order alternates,
 so that drift and other load on the machine hit both sides alike:
 
 * checkout+checkin cycles (`with engine.connect(): pass`) on SQLite and MariaDB;
@@ -124,6 +125,10 @@ def compare(label: str, make: Callable[[], Callable[[int], None]], n: int, round
     fn = make()
     fn(max(50, n // 10))  # warm up the pool, the dialect and statement caches
     guard = Tracker(GuardSettings(check_server=False))
+    # The workload stands for a test function, `timed` for pytest's call of it and
+    # `_guarded` for pluggy's hook caller, where the pytest plugin ends its stacks
+    # (frames above it are the framework's): stacks end there here too.
+    guard.stop_stacks_at(_guarded)
     off: list[tuple[float, float]] = []
     on: list[tuple[float, float]] = []
     for i in range(rounds):
