@@ -1312,8 +1312,10 @@ class Tracker:
         """The Core transaction a session began in its connection acquisition, as the session's."""
         tx = _CoreTx()
         tx.conn_ref = weakref.ref(connection)
-        tx.thread_ident = get_ident()
-        tx.thread_obj = self._tls.thread
+        ident = get_ident()
+        tx.thread_ident = ident
+        # Almost always the thread that created the session's transaction.
+        tx.thread_obj = state.thread_obj if ident == state.thread_ident else self._tls.thread
         tx.start = state.start
         tx.seq = state.seq
         tx.stack = state.stack
