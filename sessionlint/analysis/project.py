@@ -484,6 +484,8 @@ class ProjectIndex:
                 base_kind = self.kind_of(base)
                 if base_kind is not None and base_kind.tag == "session_class":
                     return Kind("session_class", is_async=base_kind.is_async, origin=origin, where=where)
+                if base_kind is not None and base_kind.tag == "api" and base_kind.api == FLASK_SQLALCHEMY_API:
+                    return base_kind  # a project subclass of Flask-SQLAlchemy's extension
             return None
         if attr in facts.functions:
             summary = facts.functions[attr]
