@@ -99,7 +99,6 @@ def check_files(
             prewarmed.stop()
 
 
-
 @functools.cache
 def _code_stamp() -> str:
     """The size and modification time of sessionlint's own modules: a checkout or an
@@ -110,9 +109,11 @@ def _code_stamp() -> str:
     for folder, _dirs, names in os.walk(package):
         for name in names:
             if name.endswith(".py"):
-                stat = os.stat(os.path.join(folder, name))
-                stamps.append((os.path.relpath(os.path.join(folder, name), package), stat.st_size, stat.st_mtime_ns))
+                path = os.path.join(folder, name)
+                stat = os.stat(path)
+                stamps.append((os.path.relpath(path, package), stat.st_size, stat.st_mtime_ns))
     return content_hash(repr(sorted(stamps)).encode())
+
 
 def _check_files(
     settings: Settings,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sessionlint import runner
 from sessionlint.cache import CACHE_DIR
 from sessionlint.config import Settings
-from sessionlint import runner
 from sessionlint.runner import RunOptions, RunStats, check_files
 
 DB = "from sqlalchemy.orm import sessionmaker\n\nSessionLocal = sessionmaker()\n"
