@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from sessionlint import __version__
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex, syntax_problem
 from sessionlint.analysis.relevance import Relevance
+from sessionlint.analysis.sqla import names_sqla
 from sessionlint.cache import CACHE_DIR, ResultCache, content_hash
 from sessionlint.config import Settings
 from sessionlint.diagnostics import FileResult, input_error
@@ -324,7 +325,7 @@ def _prepass_chunk(paths: list[str], facts_only: bool = False) -> tuple[list[Mod
     syntax: dict[str, tuple[int, int, str] | None] = {}
     for path in paths:
         data = index.file_bytes(path)
-        if facts_only or b"sqlalchemy" in data:
+        if facts_only or names_sqla(data):
             facts.append(index.facts_for_path(path))
             continue
         try:
@@ -359,7 +360,7 @@ def _prepass(
     if facts_of is not None:
         facts_paths, syntax_paths = facts_of, []
     else:
-        facts_paths = [p for p in index.files() if b"sqlalchemy" in index.file_bytes(p)]
+        facts_paths = [p for p in index.files() if names_sqla(index.file_bytes(p))]
         named = set(facts_paths)
         syntax_paths = [p for p in index.files() if p in checked and p not in named]
     jobs = _jobs(options, len(facts_paths) + len(syntax_paths))

@@ -18,12 +18,13 @@ import bisect
 import os
 import re
 import symtable
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sessionlint.analysis.sqla import (
     CLOSE_METHODS,
+    EXTENSION_PREFIXES,
     FLASK_SQLALCHEMY,
     ROLLBACK_METHODS,
     extension_kind,
@@ -416,6 +417,25 @@ class ProjectIndex:
     def is_configured_factory(self, qname: str) -> bool:
         return any(qname == f or qname.endswith("." + f) for f in self.session_factories)
 
+    def base_in(self, qname: str | None, roots: Container[str], depth: int = 0) -> str | None:
+        """The one of ``roots`` that the class ``qname`` is or derives from, following
+        project classes across modules (``class Loader(threading.Thread)``)."""
+        if not qname or depth > 6:
+            return None
+        if qname in roots:
+            return qname
+        module, _, attr = qname.rpartition(".")
+        facts = self.facts_for_module(module) if module else None
+        if facts is None:
+            return None
+        if attr in facts.imports:
+            return self.base_in(facts.imports[attr], roots, depth + 1)
+        for base in facts.classes.get(attr, ()):
+            found = self.base_in(base, roots, depth + 1)
+            if found is not None:
+                return found
+        return None
+
     def kind_of(self, qname: str | None) -> Kind | None:
         """What the qualified name denotes, following aliases and re-exports."""
         if not qname:
@@ -442,8 +462,10 @@ class ProjectIndex:
             return Kind("factory", origin=qname, configured=True)
         if qname.startswith("sqlalchemy."):
             return sqla_kind(qname)
-        if qname.startswith(FLASK_SQLALCHEMY + "."):
-            return extension_kind(qname)
+        if qname.startswith(EXTENSION_PREFIXES):
+            extension = extension_kind(qname)
+            if extension is not None or qname.startswith(FLASK_SQLALCHEMY + "."):
+                return extension
         parts = qname.split(".")
         for i in range(len(parts) - 1, 0, -1):
             facts = self.facts_for_module(".".join(parts[:i]))

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
-from sessionlint.analysis.sqla import sqla_kind
+from sessionlint.analysis.sqla import names_sqla, sqla_kind
 
 # Module paths through which SQLAlchemy's API is reached (``import sqlalchemy as sa``,
 # ``from sqlalchemy import orm``, ``from sqlalchemy.ext import asyncio``).
@@ -99,7 +99,7 @@ class Relevance:
         self._exported = set(names)
         added: set[str] = set()
         for path, data in changed.items():
-            if not (path in self.exports or b"sqlalchemy" in data or (regex is not None and regex.search(data))):
+            if not (path in self.exports or names_sqla(data) or (regex is not None and regex.search(data))):
                 continue
             facts = self.index.facts_for_path(path)
             now = frozenset(self.module_tokens(facts, defined_only=True))
@@ -138,7 +138,7 @@ class Relevance:
         names: set[str] = {f.rsplit(".", 1)[-1] for f in self.index.session_factories}
         self._exported = names
         scanned: set[str] = set()
-        pending = [p for p in self.index.files() if b"sqlalchemy" in self.index.file_bytes(p)]
+        pending = [p for p in self.index.files() if names_sqla(self.index.file_bytes(p))]
         while pending:
             if prefetch is not None:
                 prefetch(pending)
@@ -199,7 +199,7 @@ class Relevance:
     def plan(self, path: str, data: bytes) -> Plan:
         """Which parts of the file at ``path`` (with contents ``data``) stage 2 needs."""
         self.project_names()
-        if b"sqlalchemy" not in data and (self._name_regex is None or not self._name_regex.search(data)):
+        if not names_sqla(data) and (self._name_regex is None or not self._name_regex.search(data)):
             return Plan(False)
         facts = self.index.facts_for_path(path)
         if not facts.parsed:

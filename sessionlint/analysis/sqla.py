@@ -56,11 +56,22 @@ def sqla_kind(qname: str) -> Kind | None:
 # extension removes itself at app-context teardown (its docs, "Sessions").
 FLASK_SQLALCHEMY = "flask_sqlalchemy"
 _FLASK_EXTENSION = Kind("api", api=FLASK_SQLALCHEMY_API)
+# Subclasses of the extension in installed packages, whose source is not analysed:
+# Flask-AppBuilder's ``SQLA`` (re-exported by the package).
+_EXTENSION_SUBCLASSES = frozenset({"flask_appbuilder.SQLA", "flask_appbuilder.models.sqla.SQLA"})
+EXTENSION_PREFIXES = (FLASK_SQLALCHEMY + ".", "flask_appbuilder.")
+
+def names_sqla(data: bytes) -> bool:
+    """Whether a file's bytes can name SQLAlchemy or a Flask-SQLAlchemy extension."""
+    return b"sqlalchemy" in data or b"flask_appbuilder" in data
 
 
 def extension_kind(qname: str) -> Kind | None:
-    """The kind of a ``flask_sqlalchemy.*`` qualified name ending in ``SQLAlchemy``."""
+    """The kind of a ``flask_sqlalchemy.*`` qualified name ending in ``SQLAlchemy``, or
+    of a known installed subclass of it."""
     if qname.startswith(FLASK_SQLALCHEMY + ".") and qname.rsplit(".", 1)[-1] == "SQLAlchemy":
+        return _FLASK_EXTENSION
+    if qname in _EXTENSION_SUBCLASSES:
         return _FLASK_EXTENSION
     return None
 

@@ -30,7 +30,7 @@ from sessionlint.analysis.calls import (
     per_module,
 )
 from sessionlint.analysis.context import FileContext
-from sessionlint.analysis.scope import Resolver, Scope, strip_await
+from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await
 from sessionlint.analysis.sqla import CLOSE_METHODS
 from sessionlint.analysis.transactions import analyzer_for
 from sessionlint.analysis.walk import children, walk_scope
@@ -97,6 +97,7 @@ class ThreadFacts:
         self.resolver: Resolver = ctx.resolver
         self.index: CallIndex = call_index(ctx.module)
         self._with_tables: dict[int, dict[str, list[cst.BaseExpression]]] = {}
+        self._self_tables: dict[int, dict[str, list[tuple[cst.BaseExpression, Scope]]]] = {}
 
     # -- hand-off recognition ---------------------------------------------------------
 
@@ -123,6 +124,14 @@ class ThreadFacts:
                 if value is not None:
                     shipped.append(value)
             return Handoff(call, qname, worker, target, tuple(shipped))
+        if qname is not None and qname.rpartition(".")[2][:1].isupper():
+            # ``Loader(session, rows)`` where ``class Loader(threading.Thread)``: the
+            # constructor's arguments go to the thread (or process) it starts.
+            root = self.resolver.index.base_in(qname, _STARTERS)
+            if root is not None:
+                worker = _STARTERS[root][0]
+                arguments = tuple(arg.value for arg in call.args)
+                return Handoff(call, qname.rpartition(".")[2], worker, None, arguments)
         if qname == "asyncio.to_thread":
             return self._callable_first(call, "asyncio.to_thread", "thread", skip=0)
         if not isinstance(func, cst.Attribute):
@@ -181,6 +190,16 @@ class ThreadFacts:
                 if self.origin(func.value, scope, depth + 1) == "multiprocessing.get_context":
                     return "multiprocessing.Pool"
             return qname
+        if isinstance(expr, cst.Attribute):
+            # ``self.executor`` in a method: what the class assigns to it.
+            cls = _method_class(expr, scope)
+            if cls is None:
+                return None
+            for value, where in self._self_values(cls).get(expr.attr.value, ()):
+                found = self.origin(value, where, depth + 1)
+                if found is not None:
+                    return found
+            return None
         if not isinstance(expr, cst.Name):
             return None
         name = expr.value
@@ -217,6 +236,33 @@ class ThreadFacts:
                 if value is not None and value.shape == "call":
                     return value.target
         return None
+
+    def _self_values(self, cls: cst.ClassDef) -> dict[str, list[tuple[cst.BaseExpression, Scope]]]:
+        """``self.<attr> = value`` in the class's methods: attr -> (value, method scope);
+        a class-level ``attr: Type`` annotation counts as the value ``Type(...)``."""
+        table = self._self_tables.get(id(cls))
+        if table is not None:
+            return table
+        table = {}
+        self._self_tables[id(cls)] = table
+        body = cls.body.body if isinstance(cls.body, cst.IndentedBlock) else ()
+        for item in body:
+            if isinstance(item, cst.SimpleStatementLine):
+                for small in item.body:
+                    if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                        annotation = _unwrap_optional(small.annotation.annotation)
+                        scope = self.resolver.scope(self.resolver.module)
+                        table.setdefault(small.target.value, []).append((cst.Call(annotation), scope))
+            if not isinstance(item, cst.FunctionDef):
+                continue
+            scope = self.resolver.scope(item)
+            for sub in walk_scope(item.body):
+                if isinstance(sub, cst.Assign):
+                    for target in sub.targets:
+                        attr = _self_attr_name(target.target)
+                        if attr is not None:
+                            table.setdefault(attr, []).append((sub.value, scope))
+        return table
 
     def _with_items(self, scope: Scope, name: str) -> list[cst.BaseExpression]:
         """``x`` of every ``with x as name:`` in the scope (indexed once per scope)."""
@@ -262,6 +308,18 @@ class ThreadFacts:
                     if found is not None and found[0] not in seen:
                         seen.add(found[0])
                         yield Shared(handoff, found[0], found[1], captured=False)
+        elif isinstance(target, cst.Attribute) and (cls := _method_class(target, scope)) is not None:
+            yield from self._bound_method_shares(handoff, cls, target.attr.value, seen)
+        elif (
+            isinstance(target, cst.Attribute)
+            and isinstance(target.value, cst.Attribute)
+            and _method_class(target.value, scope) is not None
+        ):
+            # ``target=self.session.commit``
+            found = self._carried_kind(target.value, scope)
+            if found is not None and found[0] not in seen:
+                seen.add(found[0])
+                yield Shared(handoff, found[0], found[1], captured=False)
         elif isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name):
             # ``target=session.commit``: a bound method carries its session along.
             base = target.value.value
@@ -289,10 +347,60 @@ class ThreadFacts:
             owner = self.resolver.owner(name, outer)
             if owner is None:
                 continue  # a module global: SES402's business, not a closure
+            if name == "self" and owner.cls is not None and owner.params[:1] == ["self"]:
+                # ``lambda: self.session.get(...)``: the session attributes it reads.
+                yield from self._self_sessions(handoff, owner.cls, [fn], seen)
+                continue
             kind = self.session_kind(name, owner, module_level_too=False)
             if kind is not None:
                 seen.add(name)
                 yield Shared(handoff, name, kind, captured=True)
+
+    def _bound_method_shares(
+        self, handoff: Handoff, cls: cst.ClassDef, name: str, seen: set[str]
+    ) -> Iterator[Shared]:
+        """``target=self.load``: the session attributes ``load`` (and the methods of the
+        class it calls on ``self``) reads but does not assign itself."""
+        methods = {
+            item.name.value: item
+            for item in (cls.body.body if isinstance(cls.body, cst.IndentedBlock) else ())
+            if isinstance(item, cst.FunctionDef)
+        }
+        reached: list[cst.FunctionDef] = []
+        pending = [name]
+        while pending and len(reached) < 8:
+            method = methods.get(pending.pop())
+            if method is None or method in reached or not _is_instance_method(method):
+                continue
+            reached.append(method)
+            for sub in walk_scope(method.body):
+                if isinstance(sub, cst.Call):
+                    called = _self_attr_name(sub.func)
+                    if called is not None:
+                        pending.append(called)
+        yield from self._self_sessions(handoff, cls, reached, seen)
+
+    def _self_sessions(
+        self, handoff: Handoff, cls: cst.ClassDef, fns: list[cst.FunctionDef] | list[cst.FunctionDef | cst.Lambda], seen: set[str]
+    ) -> Iterator[Shared]:
+        """Session attributes read as ``self.<attr>`` in ``fns`` and assigned in none of them."""
+        attrs = analyzer_for(self.resolver).class_attrs(cls)
+        read: list[str] = []
+        assigned: set[str] = set()
+        for fn in fns:
+            for sub in walk_scope(fn.body):
+                if isinstance(sub, cst.Assign):
+                    assigned.update(a for t in sub.targets if (a := _self_attr_name(t.target)) is not None)
+                else:
+                    attr = _self_attr_name(sub) if isinstance(sub, cst.Attribute) else None
+                    if attr is not None and attr not in read:
+                        read.append(attr)
+        for attr in read:
+            kind = attrs.get(attr)
+            var = f"self.{attr}"
+            if kind is not None and kind.tag == "session" and attr not in assigned and var not in seen:
+                seen.add(var)
+                yield Shared(handoff, var, "session", captured=True)
 
     def _free_reads(self, fn: cst.FunctionDef | cst.Lambda) -> list[str]:
         """Names ``fn`` reads that neither it nor a function nested in it binds."""
@@ -499,6 +607,25 @@ def _unwrap_optional(annotation: cst.BaseExpression) -> cst.BaseExpression:
     if isinstance(annotation, cst.BinaryOperation):
         return annotation.left
     return annotation
+
+
+def _self_attr_name(expr: cst.BaseExpression) -> str | None:
+    """``attr`` of ``self.attr``."""
+    if isinstance(expr, cst.Attribute) and isinstance(expr.value, cst.Name) and expr.value.value == "self":
+        return expr.attr.value
+    return None
+
+
+def _method_class(expr: cst.BaseExpression, scope: Scope) -> cst.ClassDef | None:
+    """The class of the method ``scope`` when ``expr`` is ``self.<attr>`` in it."""
+    if _self_attr_name(expr) is None or scope.cls is None or not scope.params or scope.params[0] != "self":
+        return None
+    return scope.cls
+
+
+def _is_instance_method(fn: cst.FunctionDef) -> bool:
+    names = {dotted(d.decorator) for d in fn.decorators}
+    return not names & {"staticmethod", "classmethod"}
 
 
 def _lambdas(expr: cst.BaseExpression) -> Iterator[cst.Lambda]:

@@ -64,13 +64,18 @@ class SessionSharedWithThread(Rule):
         worker.join()
     ```
 
+    Also found: a session given to the constructor of a project class derived from
+    `threading.Thread` or `multiprocessing.Process` (in any module), and a session on
+    `self` (assigned in a method, or annotated `Session` in the class body) passed as
+    `self.<attr>`, or read by a bound-method target such as `target=self.load` (or by
+    the methods it calls on `self`). Executors are recognised as names, module globals
+    or `self.<attr>` assigned a `ThreadPoolExecutor`/`ProcessPoolExecutor`.
+
     ## Known problems
-    A session on `self` is followed when it is passed as `self.<attr>` from a method
-    of the class that assigns it (or annotates it `Session`); a bound method such as
-    `target=self.load` does not carry `self.session` along, and thread subclasses whose
-    constructor receives the session are not followed. A session created inside the
-    thread's target, and session factories or `scoped_session` registries passed to
-    it, are fine and not reported.
+    A session created inside the thread's target (including `self.session = ...` in
+    the target method), and session factories or `scoped_session` registries passed
+    to it, are fine and not reported. A thread subclass is followed through its
+    constructor's arguments, not through attributes set on it after construction.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/orm/session_basics.html#is-the-session-thread-safe-is-asyncsession-safe-to-share-in-concurrent-tasks
@@ -79,10 +84,8 @@ class SessionSharedWithThread(Rule):
 
     code = "SES401"
     name = "session-shared-with-thread"
-    # Hand-offs are recognised by qualified name (threading.Thread, Executor.submit,
-    # Pool.apply_async, asyncio.to_thread, ...): a file that spells none of these
-    # words cannot hold one.
-    needs = (b"Thread", b"Timer", b"Process", b"to_thread", b"run_in_executor", b"submit", b"map", b"apply")
+    # No byte shortcut: a project's own `threading.Thread` subclass, defined in another
+    # module, is handed its session under a name this file need not spell.
     message = "{what} `{var}` is {how} another {worker} (`{via}`)"
     hint = "pass a session factory (or the ids of the rows) and create the session inside the thread"
 
