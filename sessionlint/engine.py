@@ -18,7 +18,7 @@ from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, PositionPr
 from sessionlint import registry
 from sessionlint.analysis import calls, walk
 from sessionlint.analysis.context import FileContext
-from sessionlint.analysis.project import ProjectIndex, syntax_problem
+from sessionlint.analysis.project import ProjectIndex, null_byte_problem, syntax_problem
 from sessionlint.analysis.relevance import Relevance
 from sessionlint.analysis.walk import children
 from sessionlint.config import Settings
@@ -208,6 +208,10 @@ class Checker:
                 return
             stage2 = plan.reduce(source)
             apis = plan.apis
+        problem = null_byte_problem(source)
+        if problem is not None:
+            result.diagnostics.append(self.input_error("SES001", path, *problem))
+            return
         try:
             module = _parse(stage2)
         except cst.ParserSyntaxError as exc:

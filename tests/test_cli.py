@@ -267,6 +267,20 @@ def test_bad_input_in_json(project: Path, capsys: pytest.CaptureFixture[str]) ->
     assert ("app/broken.py", "SES001") in codes and ("app/leak.py", "SES101") in codes
 
 
+def test_null_byte_is_a_parse_error_where_it_stands(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Python refuses a NUL anywhere, even in a comment, which LibCST would accept;
+    found by tests/test_fuzz.py. Both a file that names SQLAlchemy (stage 2) and
+    one that does not (stage 1's syntax check)."""
+    (project / "app" / "db_nul.py").write_bytes(b"import sqlalchemy\r\n# note \x00\r\n")
+    (project / "app" / "plain_nul.py").write_bytes(b"x = 1\n\ny = 2  # \x00\n")
+    code, out, _ = run(["check", "app"], capsys, cwd=project)
+    assert code == 2
+    lines = out.splitlines()
+    assert "app/db_nul.py:2:8: SES001 cannot parse: source code cannot contain null bytes" in lines
+    assert "app/plain_nul.py:3:10: SES001 cannot parse: source code cannot contain null bytes" in lines
+    assert any(l.startswith("app/leak.py:7:15: SES101") for l in lines)
+
+
 def test_encoding_cookie_is_honoured(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (project / "app" / "latin.py").write_bytes(b"# -*- coding: latin-1 -*-\nx = '\xe9t\xe9'\n")
     assert run(["check", "app/latin.py"], capsys, cwd=project)[0] == 0

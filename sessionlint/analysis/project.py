@@ -253,7 +253,8 @@ class ProjectIndex:
         except SyntaxError as exc:
             return ModuleFacts(path, name, parsed=False, syntax_error=(exc.lineno or 1, exc.offset or 1, exc.msg))
         except (OSError, ValueError, RecursionError, MemoryError) as exc:
-            return ModuleFacts(path, name, parsed=False, syntax_error=(1, 1, str(exc) or type(exc).__name__))
+            problem = _null_byte_problem_of(text) if isinstance(exc, ValueError) else None
+            return ModuleFacts(path, name, parsed=False, syntax_error=problem or (1, 1, str(exc) or type(exc).__name__))
         return _Summarizer(self, path, name, _method_lines(text)).run(tree)
 
     def uses(self, path: str, words: frozenset[str]) -> Uses:
@@ -772,8 +773,24 @@ def check_syntax(source: str, filename: str = "<unknown>") -> None:
         ast.parse(source, filename=filename)
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def null_byte_problem(source: str) -> tuple[int, int, str] | None:
+    """Python refuses source holding a NUL character anywhere, even in a comment
+    (which LibCST accepts): (line, column, message) of the first one."""
+    at = source.find("\x00")
+    if at < 0:
+        return None
+    ends = [m.end() for m in _LINE_END.finditer(source, 0, at)]
+    return len(ends) + 1, at - (ends[-1] if ends else 0) + 1, "source code cannot contain null bytes"
+
+
 def syntax_problem(source: str) -> tuple[int, int, str] | None:
     """(line, column, message) if ``source`` is not valid Python, else None."""
+    problem = null_byte_problem(source)
+    if problem is not None:
+        return problem
     try:
         check_syntax(source)
     except SyntaxError as exc:
@@ -787,6 +804,15 @@ def _decoded(data: bytes) -> str:
     from sessionlint.sources import decode_source
 
     return decode_source(data)
+
+
+def _null_byte_problem_of(text: str | bytes) -> tuple[int, int, str] | None:
+    from sessionlint.sources import SourceError
+
+    try:
+        return null_byte_problem(text if isinstance(text, str) else _decoded(text))
+    except SourceError:
+        return None  # undecodable: reported as SES002
 
 
 _METHOD_WORDS = re.compile(
