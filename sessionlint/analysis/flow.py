@@ -43,6 +43,8 @@ _OWNING_METHODS = frozenset(
     }
 )
 _SAME_VALUE_METHODS = frozenset({"execution_options"})  # Connection.execution_options() returns self
+# Calls returning a connection someone else opened and will close.
+_BORROWED_CONNECTIONS = frozenset({"alembic.op.get_bind"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,10 @@ class Site:
     kind: str  # "session" | "connection"
     owned: bool  # False for scoped_session registry calls
     is_async: bool
+    # A session bound to a connection (alembic's ``op.get_bind()``, a parameter, one
+    # the function opens, which SES103 follows): it checks out no connection of its
+    # own, so not closing it leaks nothing; the connection's owner ends it.
+    bound_to_connection: bool = False
 
 
 # Values a local name can hold, as far as we track: a site, a holder of a site (an
@@ -191,7 +197,7 @@ class FlowFacts:
     def sites_leaking(self) -> Iterator[tuple[Site, bool]]:
         """(site, on a normal path?) for every owned site that leaks on some path."""
         for site in self.sites:
-            if not site.owned:
+            if not site.owned or site.bound_to_connection:
                 continue
             if site.index in self.yielded and site.index not in self.explicitly_closed:
                 continue  # a generator handing its session to the consumer
@@ -620,10 +626,54 @@ class FlowAnalyzer:
         kind = self.resolver.call_result_kind(call, self.scope)
         if kind is None or kind.tag not in ("session", "connection"):
             return None
-        site = Site(len(self.facts.sites), call, kind.tag, owned=not kind.scoped, is_async=kind.is_async)
+        bound = kind.tag == "session" and self._bound_to_connection(call)
+        site = Site(len(self.facts.sites), call, kind.tag, not kind.scoped, kind.is_async, bound)
         self.facts.sites.append(site)
         self._site_by_node[id(call)] = site
         return site
+
+    def _bound_to_connection(self, call: cst.Call) -> bool:
+        """``Session(bind=conn)``/``Session(conn)``/``factory(bind=conn)`` where ``conn``
+        is a connection, not an engine."""
+        bind = None
+        for i, arg in enumerate(call.args):
+            if arg.keyword is not None and arg.keyword.value == "bind":
+                bind = arg.value
+            elif i == 0 and arg.keyword is None and not arg.star:
+                callee = self.resolver.kind(call.func, self.scope)
+                if callee is not None and callee.tag == "session_class":
+                    bind = arg.value  # Session(bind, ...); a factory takes keywords only
+        return bind is not None and self._is_connection(bind, 0)
+
+    def _is_connection(self, expr: cst.BaseExpression, depth: int) -> bool:
+        expr = strip_await(expr)
+        if isinstance(expr, cst.Call):
+            if self.resolver.qualify(expr.func, self.scope) in _BORROWED_CONNECTIONS:
+                return True
+            kind = self.resolver.call_result_kind(expr, self.scope)
+            return kind is not None and kind.tag == "connection"
+        if not isinstance(expr, cst.Name) or depth > 3:
+            return False
+        owner = self.resolver.owner(expr.value, self.scope)
+        if owner is None or owner.node is not self.scope.node:
+            return False
+        if expr.value in owner.params:
+            kind = self.resolver.local_kind(owner, expr.value)
+            return kind is not None and kind.tag == "connection"
+        if any(self._is_connection(value, depth + 1) for value in owner.assigned.get(expr.value, ())):
+            return True
+        # ``with engine.connect() as conn:``: the block closes it.
+        for node in walk_scope(owner.node.body):
+            if (
+                isinstance(node, cst.WithItem)
+                and isinstance(node.asname, cst.AsName)
+                and isinstance(node.asname.name, cst.Name)
+                and node.asname.name.value == expr.value
+            ):
+                kind = self.resolver.kind(node.item, owner)
+                if kind is not None and kind.tag == "connection":
+                    return True
+        return False
 
     def _factory_begin_site(self, expr: cst.BaseExpression) -> Site | None:
         """``with Factory.begin() as s:`` creates a session closed at the end of the block."""

@@ -53,7 +53,10 @@ class SessionNotClosed(Rule):
     (`contextlib.closing`, `ExitStack`, `atexit.register(s.close)`). A helper that
     closes its argument is recognised when it is defined in the analysed project.
     Sessions returned by a `scoped_session` registry belong to the registry (see
-    SES301) and are not reported here.
+    SES301) and are not reported here. Nor is a session bound to a connection rather
+    than an engine (`Session(bind=conn)`, alembic's `Session(bind=op.get_bind())` in a
+    data migration), here or by SES102: it checks out no connection of its own, and
+    SES103 follows the connection.
 
     ## Options
     `session-factories`: qualified names of functions that return new sessions.
