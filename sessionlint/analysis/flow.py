@@ -663,6 +663,8 @@ class FlowAnalyzer:
         if any(self._is_connection(value, depth + 1) for value in owner.assigned.get(expr.value, ())):
             return True
         # ``with engine.connect() as conn:``: the block closes it.
+        if not isinstance(owner.node, cst.FunctionDef):
+            return False
         for node in walk_scope(owner.node.body):
             if (
                 isinstance(node, cst.WithItem)
