@@ -60,6 +60,12 @@ pool = ThreadPoolExecutor()
 
 def work(*args):
     return args
+
+
+class Loader(threading.Thread):
+    def __init__(self, session):
+        super().__init__()
+        self.session = session
 '''
 
 
@@ -116,6 +122,13 @@ _SIMPLE = (
     "del {v}",
     "pass",
     "@loop",  # break / continue inside a loop, pass outside
+    # Sessions on `self` (module-level functions read an undefined `self`: still
+    # valid Python, and the linter must cope).
+    "self.session = {v}",
+    "self.session.commit()",
+    "threading.Thread(target=self.job_0).start()",
+    "pool.submit(self.job_0, {v})",
+    "Loader({v}).start()",
 )
 
 
@@ -179,11 +192,19 @@ _statements: st.SearchStrategy[Render] = st.recursive(
 
 @st.composite
 def session_modules(draw: st.DrawFn) -> str:
+    """One to three functions, as module-level functions or as methods of a class
+    whose `__init__` opens `self.session`."""
+    in_class = draw(st.booleans())
+    indent = 4 if in_class else 0
     functions = []
     for n in range(draw(st.integers(min_value=1, max_value=3))):
         body = draw(st.lists(_statements, min_size=1, max_size=6))
-        lines = [f"def job_{n}(items, cond):", *(line for stmt in body for line in stmt(4, False))]
+        head = f"def job_{n}(self, items, cond):" if in_class else f"def job_{n}(items, cond):"
+        lines = [" " * indent + head, *(line for stmt in body for line in stmt(indent + 4, False))]
         functions.append("\n".join(lines))
+    if in_class:
+        init = "    def __init__(self):\n        self.session = SessionLocal()"
+        return HEADER + "\n\nclass Worker:\n" + init + "\n\n" + "\n\n".join(functions) + "\n"
     return HEADER + "\n\n" + "\n\n\n".join(functions) + "\n"
 
 
