@@ -61,6 +61,7 @@ _FLASK_EXTENSION = Kind("api", api=FLASK_SQLALCHEMY_API)
 _EXTENSION_SUBCLASSES = frozenset({"flask_appbuilder.SQLA", "flask_appbuilder.models.sqla.SQLA"})
 EXTENSION_PREFIXES = (FLASK_SQLALCHEMY + ".", "flask_appbuilder.")
 
+
 def names_sqla(data: bytes) -> bool:
     """Whether a file's bytes can name SQLAlchemy or a Flask-SQLAlchemy extension."""
     return b"sqlalchemy" in data or b"flask_appbuilder" in data

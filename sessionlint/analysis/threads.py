@@ -16,7 +16,7 @@ decide what to report.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import libcst as cst
@@ -381,7 +381,7 @@ class ThreadFacts:
         yield from self._self_sessions(handoff, cls, reached, seen)
 
     def _self_sessions(
-        self, handoff: Handoff, cls: cst.ClassDef, fns: list[cst.FunctionDef] | list[cst.FunctionDef | cst.Lambda], seen: set[str]
+        self, handoff: Handoff, cls: cst.ClassDef, fns: Sequence[cst.FunctionDef | cst.Lambda], seen: set[str]
     ) -> Iterator[Shared]:
         """Session attributes read as ``self.<attr>`` in ``fns`` and assigned in none of them."""
         attrs = analyzer_for(self.resolver).class_attrs(cls)
