@@ -87,6 +87,12 @@ class Scope:
         return name in self.bound and name not in self.globals and name not in self.nonlocals
 
 
+@dataclass
+class InstanceAttributes:
+    annotations: dict[str, cst.BaseExpression] = field(default_factory=dict)
+    assigned: dict[str, list[tuple[cst.BaseExpression, Scope]]] = field(default_factory=dict)
+
+
 class Resolver:
     """Resolves names and expressions of one module to :class:`Kind` facts."""
 
@@ -97,6 +103,7 @@ class Resolver:
         self._scopes: dict[int, Scope] = {}
         self._parents = call_index(module).scope_parents
         self._local_kinds: dict[tuple[int, str], Kind | None] = {}
+        self._instance_attrs: dict[int, InstanceAttributes] = {}
 
     # -- scopes ---------------------------------------------------------------
 
@@ -105,6 +112,30 @@ class Resolver:
         if found is None:
             found = self._build_scope(node)
             self._scopes[id(node)] = found
+        return found
+
+    def instance_attributes(self, cls: cst.ClassDef) -> InstanceAttributes:
+        """What the class says of ``self.<attr>``: annotations in its body
+        (``session: Session``) and every ``self.<attr> = value`` in its methods."""
+        found = self._instance_attrs.get(id(cls))
+        if found is not None:
+            return found
+        found = self._instance_attrs[id(cls)] = InstanceAttributes()
+        body = cls.body.body if isinstance(cls.body, cst.IndentedBlock) else ()
+        for item in body:
+            if isinstance(item, cst.SimpleStatementLine):
+                for small in item.body:
+                    if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+                        found.annotations[small.target.value] = small.annotation.annotation
+            if not isinstance(item, cst.FunctionDef):
+                continue
+            scope = self.scope(item)
+            for sub in walk_scope(item.body):
+                if isinstance(sub, cst.Assign):
+                    for target in sub.targets:
+                        t = target.target
+                        if isinstance(t, cst.Attribute) and isinstance(t.value, cst.Name) and t.value.value == "self":
+                            found.assigned.setdefault(t.attr.value, []).append((sub.value, scope))
         return found
 
     def enclosing_class(self, node: ScopeNode) -> cst.ClassDef | None:

@@ -97,7 +97,6 @@ class ThreadFacts:
         self.resolver: Resolver = ctx.resolver
         self.index: CallIndex = call_index(ctx.module)
         self._with_tables: dict[int, dict[str, list[cst.BaseExpression]]] = {}
-        self._self_tables: dict[int, dict[str, list[tuple[cst.BaseExpression, Scope]]]] = {}
 
     # -- hand-off recognition ---------------------------------------------------------
 
@@ -195,10 +194,14 @@ class ThreadFacts:
             cls = _method_class(expr, scope)
             if cls is None:
                 return None
-            for value, where in self._self_values(cls).get(expr.attr.value, ()):
+            attributes = self.resolver.instance_attributes(cls)
+            for value, where in attributes.assigned.get(expr.attr.value, ()):
                 found = self.origin(value, where, depth + 1)
                 if found is not None:
                     return found
+            annotation = attributes.annotations.get(expr.attr.value)  # executor: ThreadPoolExecutor
+            if annotation is not None:
+                return self.resolver.qualify(_unwrap_optional(annotation), self.resolver.scope(self.resolver.module))
             return None
         if not isinstance(expr, cst.Name):
             return None
@@ -236,33 +239,6 @@ class ThreadFacts:
                 if value is not None and value.shape == "call":
                     return value.target
         return None
-
-    def _self_values(self, cls: cst.ClassDef) -> dict[str, list[tuple[cst.BaseExpression, Scope]]]:
-        """``self.<attr> = value`` in the class's methods: attr -> (value, method scope);
-        a class-level ``attr: Type`` annotation counts as the value ``Type(...)``."""
-        table = self._self_tables.get(id(cls))
-        if table is not None:
-            return table
-        table = {}
-        self._self_tables[id(cls)] = table
-        body = cls.body.body if isinstance(cls.body, cst.IndentedBlock) else ()
-        for item in body:
-            if isinstance(item, cst.SimpleStatementLine):
-                for small in item.body:
-                    if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
-                        annotation = _unwrap_optional(small.annotation.annotation)
-                        scope = self.resolver.scope(self.resolver.module)
-                        table.setdefault(small.target.value, []).append((cst.Call(annotation), scope))
-            if not isinstance(item, cst.FunctionDef):
-                continue
-            scope = self.resolver.scope(item)
-            for sub in walk_scope(item.body):
-                if isinstance(sub, cst.Assign):
-                    for target in sub.targets:
-                        attr = _self_attr_name(target.target)
-                        if attr is not None:
-                            table.setdefault(attr, []).append((sub.value, scope))
-        return table
 
     def _with_items(self, scope: Scope, name: str) -> list[cst.BaseExpression]:
         """``x`` of every ``with x as name:`` in the scope (indexed once per scope)."""

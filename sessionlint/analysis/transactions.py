@@ -209,26 +209,17 @@ class TxAnalyzer:
             return found
         found = {}
         self._class_attrs[id(cls)] = found
-        body = cls.body.body if isinstance(cls.body, cst.IndentedBlock) else ()
-        for item in body:
-            if isinstance(item, cst.SimpleStatementLine):
-                for small in item.body:
-                    if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
-                        kind = self.resolver.annotation_kind(small.annotation.annotation, self.resolver.scope(self.resolver.module))
-                        if kind is not None and kind.tag == "session":
-                            found[small.target.value] = kind
-            if not isinstance(item, cst.FunctionDef):
-                continue
-            scope = self.resolver.scope(item)
-            for sub in walk_scope(item.body):
-                if not isinstance(sub, cst.Assign):
-                    continue
-                for target in sub.targets:
-                    t = target.target
-                    if isinstance(t, cst.Attribute) and isinstance(t.value, cst.Name) and t.value.value == "self":
-                        kind = self.resolver.kind(sub.value, scope)
-                        if kind is not None and kind.tag in ("session", "registry"):
-                            found[t.attr.value] = kind
+        attributes = self.resolver.instance_attributes(cls)
+        module = self.resolver.scope(self.resolver.module)
+        for name, annotation in attributes.annotations.items():
+            kind = self.resolver.annotation_kind(annotation, module)
+            if kind is not None and kind.tag == "session":
+                found[name] = kind
+        for name, values in attributes.assigned.items():
+            for value, scope in values:
+                kind = self.resolver.kind(value, scope)
+                if kind is not None and kind.tag in ("session", "registry"):
+                    found[name] = kind
         return found
 
     # -- calls on sessions ------------------------------------------------------------
