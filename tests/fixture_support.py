@@ -121,3 +121,16 @@ def run_scenario(scenario: Scenario, settings: Settings | None = None) -> dict[P
         assert not result.errors, result.errors
         out[f] = (expectations[f], result.diagnostics)
     return out
+
+
+def lint(root: Path, files: list[Path], stage1: bool, settings: Settings | None = None) -> list[Diagnostic]:
+    """Every finding over ``files`` of the project at ``root``; fails on an internal error."""
+    settings = settings or Settings(root=root)
+    index = ProjectIndex(root, [str(f) for f in files], settings.session_factories)
+    checker = Checker(settings, index, stage1=stage1)
+    out: list[Diagnostic] = []
+    for f in files:
+        result = checker.check_path(str(f))
+        assert not result.errors, result.errors
+        out.extend(result.diagnostics)
+    return sorted(out)

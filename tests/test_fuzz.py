@@ -17,7 +17,6 @@ each run draws new ones. A failure prints the smallest example hypothesis found.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import tempfile
@@ -29,11 +28,8 @@ import hypothesmith
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fixture_support import scenarios
-from sessionlint.analysis.project import ProjectIndex
-from sessionlint.config import Settings
+from fixture_support import lint, scenarios
 from sessionlint.diagnostics import Diagnostic
-from sessionlint.engine import Checker
 
 settings.register_profile(
     "sessionlint",
@@ -69,27 +65,20 @@ class Loader(threading.Thread):
 '''
 
 
-def lint(files: dict[str, str | bytes], stage1: bool) -> list[Diagnostic]:
-    """Findings over a throwaway project; fails on any internal error."""
+def lint_file(name: str, content: str | bytes, *, same_without_stage1: bool = True) -> list[Diagnostic]:
+    """Findings in a one-file throwaway project. Any internal error fails the test,
+    and so does a difference with stage 1 off (unless told not to look)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "pyproject.toml").write_text("[tool.sessionlint]\n")
-        paths = []
-        for name, content in files.items():
-            path = root / name
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content, encoding="utf-8")
-            paths.append(path)
-        index = ProjectIndex(root, [str(p) for p in paths], ())
-        checker = Checker(Settings(root=root), index, stage1=stage1)
-        out: list[Diagnostic] = []
-        for path in paths:
-            result = checker.check_path(str(path))
-            assert not result.errors, result.errors
-            out.extend(dataclasses.replace(d, path=os.path.relpath(d.path, root)) for d in result.diagnostics)
-        return sorted(out)
+        path = root / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        found = lint(root, [path], True)
+        if same_without_stage1:
+            assert found == lint(root, [path], False)
+        return found
 
 
 # -- session code from a grammar ------------------------------------------------------
@@ -222,14 +211,13 @@ def _compiles(source: str) -> bool:
 @settings(max_examples=75)
 def test_generated_session_code_checks_cleanly_and_stage1_loses_nothing(source: str) -> None:
     assert _compiles(source)  # the generator writes valid Python
-    with_stage1 = lint({"app.py": source}, stage1=True)
-    assert with_stage1 == lint({"app.py": source}, stage1=False)
+    with_stage1 = lint_file("app.py", source)
     lines = source.count("\n") + 1
     assert all(1 <= d.line <= lines and d.code.startswith("SES") for d in with_stage1)
     assert not [d for d in with_stage1 if d.code in ("SES001", "SES002")]
     # Findings follow what the code does, not what its variables are called.
     renamed = re.sub(r"\bs\b", "db_session", re.sub(r"\bt\b", "other", source))
-    assert {(d.line, d.code) for d in lint({"app.py": renamed}, stage1=True)} == {
+    assert {(d.line, d.code) for d in lint_file("app.py", renamed, same_without_stage1=False)} == {
         (d.line, d.code) for d in with_stage1
     }
 
@@ -245,7 +233,7 @@ def test_arbitrary_python_never_breaks_the_linter(code: str) -> None:
     source = HEADER + "\n" + code
     if not _compiles(source):
         return  # hypothesmith is not exact about every rule of the compiler
-    assert lint({"app.py": source}, stage1=True) == lint({"app.py": source}, stage1=False)
+    lint_file("app.py", source)
 
 
 # -- bad input ---------------------------------------------------------------------------
@@ -254,7 +242,7 @@ def test_arbitrary_python_never_breaks_the_linter(code: str) -> None:
 @given(st.binary(max_size=300))
 @settings(max_examples=100)
 def test_arbitrary_bytes_are_input_errors_at_worst(data: bytes) -> None:
-    found = lint({"blob.py": data}, stage1=True)
+    found = lint_file("blob.py", data)
     assert all(d.code in ("SES001", "SES002") for d in found), found
 
 
@@ -278,7 +266,6 @@ def test_broken_fixtures_are_input_errors_not_crashes(path: Path, data: st.DataO
             ]
         )
     )
-    found = lint({"mangled.py": mangled}, stage1=True)
-    assert found == lint({"mangled.py": mangled}, stage1=False)
+    found = lint_file("mangled.py", mangled)
     if not _compiles(mangled):
         assert any(d.code == "SES001" for d in found), found

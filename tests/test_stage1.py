@@ -8,25 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fixture_support import FIXTURES, Scenario, scenarios
+from fixture_support import FIXTURES, Scenario, lint, scenarios
 from sessionlint.analysis.project import ProjectIndex
 from sessionlint.config import Settings
-from sessionlint.diagnostics import Diagnostic
-from sessionlint.engine import Checker
 
 ALL = scenarios()
-
-
-def lint(root: Path, files: list[Path], stage1: bool, settings: Settings | None = None) -> list[Diagnostic]:
-    settings = settings or Settings(root=root)
-    index = ProjectIndex(root, [str(f) for f in files], settings.session_factories)
-    checker = Checker(settings, index, stage1=stage1)
-    out: list[Diagnostic] = []
-    for f in files:
-        result = checker.check_path(str(f))
-        assert not result.errors, result.errors
-        out.extend(result.diagnostics)
-    return sorted(out)
 
 
 @pytest.mark.parametrize("scenario", ALL, ids=[s.id for s in ALL])
