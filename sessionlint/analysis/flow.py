@@ -663,18 +663,10 @@ class FlowAnalyzer:
         if any(self._is_connection(value, depth + 1) for value in owner.assigned.get(expr.value, ())):
             return True
         # ``with engine.connect() as conn:``: the block closes it.
-        if not isinstance(owner.node, cst.FunctionDef):
-            return False
-        for node in walk_scope(owner.node.body):
-            if (
-                isinstance(node, cst.WithItem)
-                and isinstance(node.asname, cst.AsName)
-                and isinstance(node.asname.name, cst.Name)
-                and node.asname.name.value == expr.value
-            ):
-                kind = self.resolver.kind(node.item, owner)
-                if kind is not None and kind.tag == "connection":
-                    return True
+        for item in owner.with_items.get(expr.value, ()):
+            kind = self.resolver.kind(item, owner)
+            if kind is not None and kind.tag == "connection":
+                return True
         return False
 
     def _factory_begin_site(self, expr: cst.BaseExpression) -> Site | None:

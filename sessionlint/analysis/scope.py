@@ -74,6 +74,7 @@ class Scope:
     nonlocals: set[str] = field(default_factory=set)
     imports: dict[str, str] = field(default_factory=dict)
     assigned: dict[str, list[cst.BaseExpression]] = field(default_factory=dict)
+    with_items: dict[str, list[cst.BaseExpression]] = field(default_factory=dict)  # ``with x as name``
 
     @property
     def is_module(self) -> bool:
@@ -186,6 +187,8 @@ class Resolver:
         elif isinstance(node, cst.WithItem):
             if node.asname is not None:
                 scope.bound.update(target_names(node.asname.name))
+                if isinstance(node.asname.name, cst.Name):
+                    scope.with_items.setdefault(node.asname.name.value, []).append(node.item)
         elif isinstance(node, cst.ExceptHandler):
             if node.name is not None:
                 scope.bound.update(target_names(node.name.name))

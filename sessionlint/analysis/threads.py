@@ -96,7 +96,6 @@ class ThreadFacts:
         self.ctx = ctx
         self.resolver: Resolver = ctx.resolver
         self.index: CallIndex = call_index(ctx.module)
-        self._with_tables: dict[int, dict[str, list[cst.BaseExpression]]] = {}
 
     # -- hand-off recognition ---------------------------------------------------------
 
@@ -218,7 +217,7 @@ class ThreadFacts:
             found = self.origin(value, owner, depth + 1)
             if found is not None:
                 return found
-        for item in self._with_items(owner, name):
+        for item in owner.with_items.get(name, ()):
             found = self.origin(item, owner, depth + 1)
             if found is not None:
                 return found
@@ -239,18 +238,6 @@ class ThreadFacts:
                 if value is not None and value.shape == "call":
                     return value.target
         return None
-
-    def _with_items(self, scope: Scope, name: str) -> list[cst.BaseExpression]:
-        """``x`` of every ``with x as name:`` in the scope (indexed once per scope)."""
-        table = self._with_tables.get(id(scope.node))
-        if table is None:
-            table = {}
-            body: cst.CSTNode = scope.node.body if not isinstance(scope.node, cst.Module) else scope.node
-            for node in walk_scope(body):
-                if isinstance(node, cst.WithItem) and node.asname is not None and isinstance(node.asname.name, cst.Name):
-                    table.setdefault(node.asname.name.value, []).append(node.item)
-            self._with_tables[id(scope.node)] = table
-        return table.get(name, [])
 
     # -- what is shared -------------------------------------------------------------------
 
@@ -458,7 +445,7 @@ class ThreadFacts:
         kind = self.resolver.local_kind(owner, name)  # assignments, annotations
         if kind is not None and kind.tag in ("session", "connection"):
             return kind.tag
-        if isinstance(owner.node, cst.FunctionDef) and self._with_items(owner, name):
+        if isinstance(owner.node, cst.FunctionDef) and name in owner.with_items:
             # ``with SessionLocal() as session:``: the flow analysis knows its sites.
             flow = self.ctx.flow(owner.node)
             for site in flow.sites:
