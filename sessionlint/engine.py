@@ -23,8 +23,7 @@ from sessionlint.analysis.relevance import Relevance
 from sessionlint.analysis.walk import children
 from sessionlint.config import Settings
 from sessionlint.diagnostics import Diagnostic, FileResult, input_error
-from sessionlint.runner import build_index as build_index, project_settings as project_settings
-from sessionlint.sources import SourceError, decode_source, read_source as read_source
+from sessionlint.sources import SourceError, decode_source
 from sessionlint.rules.base import Report, Rule
 from sessionlint.suppress import is_suppressed, noqa_lines
 

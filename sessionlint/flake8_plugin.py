@@ -6,7 +6,7 @@ each diagnostic becomes flake8's ``(line, col, "SES101 message", type)`` tuple.
 
 Project root and index
     The project of a file is found exactly as the CLI finds it
-    (:func:`sessionlint.engine.project_settings`): the nearest ``pyproject.toml`` with a
+    (:func:`sessionlint.runner.project_settings`): the nearest ``pyproject.toml`` with a
     ``[tool.sessionlint]`` table, else the nearest directory holding a
     ``pyproject.toml`` or ``.git``. Its settings apply, and its project index (every
     Python file below the root, for factories defined in other modules and
@@ -68,7 +68,8 @@ class _Project:
     """Settings, index and checker of one project root, shared within a process."""
 
     def __init__(self, settings: Settings) -> None:
-        from sessionlint.engine import Checker, build_index
+        from sessionlint.engine import Checker
+        from sessionlint.runner import build_index
 
         self.settings = settings
         # Index every Python file below the root once; the file being checked is
@@ -86,7 +87,7 @@ _PROJECTS: dict[tuple[str, ...], _Project] = {}
 def _settings_for(filename: str) -> Settings:
     from sessionlint import registry
     from sessionlint.config import ConfigError
-    from sessionlint.engine import project_settings
+    from sessionlint.runner import project_settings
 
     directory = os.path.dirname(os.path.abspath(filename))
     cached = _SETTINGS_BY_DIR.get(directory)

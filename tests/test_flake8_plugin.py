@@ -243,18 +243,18 @@ def test_index_is_built_once_per_project_per_process(tmp_path: Path, monkeypatch
     from flake8.api import legacy
     from flake8.main.options import JobsArgument
 
-    from sessionlint import engine, flake8_plugin
+    from sessionlint import flake8_plugin, runner
 
     project = _cross_module_project(tmp_path)
     (project / "app" / "more.py").write_text("from app.db import SessionLocal\n\ndef g():\n    s = SessionLocal()\n    return 1\n")
     calls: list[object] = []
-    real = engine.build_index
+    real = runner.build_index
 
     def counting(*args: object, **kwargs: object) -> object:
         calls.append(args)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(engine, "build_index", counting)
+    monkeypatch.setattr(runner, "build_index", counting)
     flake8_plugin._reset()
     monkeypatch.chdir(project)
     try:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import libcst as cst
 
-from sessionlint.analysis.walk import children, walk_scope
-
-if TYPE_CHECKING:
-    from sessionlint.analysis.scope import ScopeNode
+from sessionlint.analysis.walk import ScopeNode, children, walk_scope
 
 
 @dataclass(frozen=True, slots=True)

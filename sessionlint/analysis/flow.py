@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from sessionlint.analysis.project import FunctionSummary
+from sessionlint.analysis.kinds import FunctionSummary
 from sessionlint.analysis.scope import Resolver, Scope, ScopeNode, strip_await, target_names
 from sessionlint.analysis.sqla import CLOSE_METHODS, CONNECTION_CLOSE_METHODS, ROLLBACK_METHODS
 from sessionlint.analysis.walk import children, walk, walk_scope

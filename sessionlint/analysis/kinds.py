@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from sessionlint.analysis.project import FunctionSummary
+
+@dataclass(frozen=True, slots=True)
+class FunctionSummary:
+    """Which parameters a helper closes or rolls back somewhere in its body."""
+
+    params: tuple[str, ...]
+    closes: frozenset[str]
+    rollbacks: frozenset[str]
+    removes: frozenset[str] = frozenset()  # parameters on which ``.remove()`` is called
+    rolls_back_any: bool = False  # the body calls ``rollback()`` on anything
 
 
 # ``api`` of Flask-SQLAlchemy's extension class, and of the registry its objects hold.

@@ -31,7 +31,7 @@ from sessionlint.analysis.sqla import (
     extension_session,
     sqla_kind,
 )
-from sessionlint.analysis.kinds import FLASK_SQLALCHEMY_API, Kind
+from sessionlint.analysis.kinds import FLASK_SQLALCHEMY_API, FunctionSummary, Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +44,6 @@ class ValueSummary:
     called_twice: bool = False  # ``sessionmaker(...)()``: the callee's result is called
     line: int = 0
     positional: int = 0  # positional arguments of the call (``scoped_session(f, scopefunc)``)
-
-
-@dataclass(frozen=True, slots=True)
-class FunctionSummary:
-    """Which parameters a helper closes or rolls back somewhere in its body."""
-
-    params: tuple[str, ...]
-    closes: frozenset[str]
-    rollbacks: frozenset[str]
-    removes: frozenset[str] = frozenset()  # parameters on which ``.remove()`` is called
-    rolls_back_any: bool = False  # the body calls ``rollback()`` on anything
 
 
 @dataclass(frozen=True)

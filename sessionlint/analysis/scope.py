@@ -9,16 +9,12 @@ aliases, re-exports); class bodies are not enclosing scopes for their methods.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
-
 import libcst as cst
 
 from sessionlint.analysis.calls import call_index
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
-from sessionlint.analysis.walk import walk_scope
-
-ScopeNode = Union[cst.Module, cst.FunctionDef, cst.Lambda]
+from sessionlint.analysis.walk import ScopeNode as ScopeNode, walk_scope
 
 CONNECT_METHODS = frozenset({"connect", "raw_connection", "begin"})
 # Node types that bind names (see Resolver._collect_binding); LibCST's node classes

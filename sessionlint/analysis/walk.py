@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Union
 
 import libcst as cst
+
+# What owns a scope of names: the module, a def, a lambda.
+ScopeNode = Union[cst.Module, cst.FunctionDef, cst.Lambda]
 
 _SKIP_FIELDS = frozenset(
     {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from sessionlint.analysis.scoped import module_registries, registry_calls, remove_guaranteed, thread_local_uses
-from sessionlint.analysis.transactions import analyzer_for
+from sessionlint.analysis.sessions import analyzer_for
 from sessionlint.rules.base import Rule
+from sessionlint.rules.scoped.facts import module_registries, registry_calls, remove_guaranteed, thread_local_uses
 
 
 class ScopedSessionNotRemoved(Rule):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from sessionlint.analysis.transactions import analyzer_for, swallowing_handlers, uncommitted_blocks
+from sessionlint.analysis.sessions import analyzer_for
 from sessionlint.rules.base import Rule
+from sessionlint.rules.transactions.facts import swallowing_handlers, uncommitted_blocks
 
 
 class MissingRollback(Rule):

@@ -32,7 +32,7 @@ from sessionlint.analysis.calls import (
 from sessionlint.analysis.context import FileContext
 from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await
 from sessionlint.analysis.sqla import CLOSE_METHODS
-from sessionlint.analysis.transactions import analyzer_for
+from sessionlint.analysis.sessions import analyzer_for
 from sessionlint.analysis.walk import children, walk_scope
 
 # Constructors that run a callable elsewhere: qualified name -> (worker, positions and

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from sessionlint.analysis.threads import import_time_sessions, thread_facts
 from sessionlint.rules.base import Rule
+from sessionlint.rules.threads.facts import import_time_sessions, thread_facts
 
 
 class SessionSharedWithThread(Rule):

@@ -17,7 +17,7 @@ import libcst as cst
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await
 from sessionlint.analysis.sqla import CLOSE_METHODS, ROLLBACK_METHODS
-from sessionlint.analysis.transactions import TxAnalyzer
+from sessionlint.analysis.sessions import TxAnalyzer
 from sessionlint.analysis.walk import SCOPE_NODES, children, scope_nodes_of, walk_scope
 
 _LOG_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
