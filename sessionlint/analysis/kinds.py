@@ -14,6 +14,7 @@ class FunctionSummary:
     rollbacks: frozenset[str]
     removes: frozenset[str] = frozenset()  # parameters on which ``.remove()`` is called
     rolls_back_any: bool = False  # the body calls ``rollback()`` on anything
+    never_returns: bool = False  # ``-> NoReturn``, or every path of the body raises
 
 
 # ``api`` of Flask-SQLAlchemy's extension class, and of the registry its objects hold.

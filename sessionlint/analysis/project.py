@@ -835,7 +835,71 @@ def _unix_newlines(data: bytes) -> bytes:
 
 def _plain_summary(node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
     args = node.args
-    return FunctionSummary(tuple(a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)), frozenset(), frozenset())
+    return FunctionSummary(
+        tuple(a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)),
+        frozenset(),
+        frozenset(),
+        never_returns=never_returns(node),
+    )
+
+
+# Calls that never return normally, by qualified name (``exit``/``quit`` are builtins).
+NO_RETURN_CALLS = frozenset(
+    {
+        "flask.abort", "werkzeug.exceptions.abort", "quart.abort", "flask_restful.abort",
+        "flask_restx.abort", "flask_smorest.abort", "sys.exit", "os._exit", "os.abort",
+        "pytest.fail", "pytest.skip", "pytest.exit", "pytest.xfail", "exit", "quit",
+    }
+)
+_NO_RETURN_TYPES = frozenset({"NoReturn", "Never"})
+
+
+def never_returns(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Annotated ``-> NoReturn``/``-> Never``, or every path through the body ends in
+    ``raise`` (or in a call of :data:`NO_RETURN_CALLS` spelled plainly): a call of it
+    ends the caller's path as a ``raise`` would."""
+    returns = node.returns
+    if isinstance(returns, ast.Constant) and isinstance(returns.value, str):
+        returns_name: str | None = returns.value.rsplit(".", 1)[-1]
+    elif isinstance(returns, ast.Name):
+        returns_name = returns.id
+    elif isinstance(returns, ast.Attribute):
+        returns_name = returns.attr
+    else:
+        returns_name = None
+    if returns_name in _NO_RETURN_TYPES:
+        return True
+    return _always_raises(node.body)
+
+
+def _always_raises(body: list[ast.stmt]) -> bool:
+    for statement in body:
+        if isinstance(statement, ast.Raise):
+            # ``raise NotImplementedError``: an abstract method, which overrides replace.
+            exc = statement.exc.func if isinstance(statement.exc, ast.Call) else statement.exc
+            return not (isinstance(exc, ast.Name) and exc.id == "NotImplementedError")
+        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
+            func = statement.value.func
+            spelled = (
+                func.id if isinstance(func, ast.Name)
+                else f"{func.value.id}.{func.attr}" if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                else ""
+            )
+            if spelled in NO_RETURN_CALLS or spelled in ("abort", "exit"):
+                return True
+        if isinstance(statement, ast.If) and statement.orelse and _always_raises(statement.body) and _always_raises(statement.orelse):
+            return True
+        if isinstance(statement, (ast.With, ast.AsyncWith)) and _always_raises(statement.body):
+            return True
+        if isinstance(statement, ast.Try):
+            if statement.finalbody and _always_raises(statement.finalbody):
+                return True
+            settled = _always_raises(statement.body) or bool(statement.orelse) and _always_raises(statement.orelse)
+            if settled and all(_always_raises(h.body) for h in statement.handlers):
+                return True
+        if isinstance(statement, (ast.Return, ast.Break, ast.Continue)):
+            return False
+    return False
 
 
 def summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
@@ -868,7 +932,7 @@ def summarize_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> Function
             elif sub.func.attr in ROLLBACK_METHODS:
                 rollbacks.add(sub.func.value.id)
     return FunctionSummary(
-        params, frozenset(closes), frozenset(rollbacks), frozenset(removes), rolls_back_any
+        params, frozenset(closes), frozenset(rollbacks), frozenset(removes), rolls_back_any, never_returns(node)
     )
 
 

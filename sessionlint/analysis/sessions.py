@@ -18,6 +18,7 @@ import libcst as cst
 
 from sessionlint.analysis.calls import call_index, per_module
 from sessionlint.analysis.kinds import FunctionSummary, Kind
+from sessionlint.analysis.project import NO_RETURN_CALLS
 from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await, target_names
 from sessionlint.analysis.sqla import CLOSE_METHODS, ROLLBACK_METHODS
 from sessionlint.analysis.walk import SCOPE_NODES, scope_nodes_of, walk_scope
@@ -38,8 +39,6 @@ _DB_ERRORS = frozenset(
     }
 )
 _DRIVER_MODULES = ("psycopg2", "psycopg", "pymysql", "MySQLdb", "asyncpg", "sqlite3", "aiosqlite", "aiomysql", "oracledb", "pyodbc")
-# Calls that never return normally.
-_NO_RETURN = frozenset({"flask.abort", "werkzeug.exceptions.abort", "sys.exit", "os._exit", "pytest.fail", "pytest.skip"})
 
 NORMAL, CONTINUE, BREAK, RETURN, RAISE, RESET = "normal", "continue", "break", "return", "raise", "reset"
 
@@ -314,12 +313,20 @@ class TxAnalyzer:
             if isinstance(func, cst.Attribute) and func.attr.value in RESET_METHODS:
                 return True
             scope = self.function(fn).scope
-            if self.resolver.qualify(func, scope) in _NO_RETURN:
+            if self.resolver.qualify(func, scope) in NO_RETURN_CALLS or self._builtin_exit(func, scope):
                 return True
             summary = self._helper_summary(func, fn)
-            if summary is not None and (summary.rollbacks or summary.rolls_back_any or summary.closes):
+            if summary is not None and (
+                summary.rollbacks or summary.rolls_back_any or summary.closes or summary.never_returns
+            ):
                 return True
         return False
+
+    def _builtin_exit(self, func: cst.BaseExpression, scope: Scope) -> bool:
+        """``exit()``/``quit()`` where the name is the builtin (bound nowhere)."""
+        if not isinstance(func, cst.Name) or func.value not in ("exit", "quit"):
+            return False
+        return self.resolver.owner(func.value, scope) is None and self.resolver.qualify(func, scope) is None
 
     def _helper_summary(self, func: cst.BaseExpression, fn: cst.FunctionDef) -> FunctionSummary | None:
         if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value in ("self", "cls"):

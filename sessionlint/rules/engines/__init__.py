@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import libcst as cst
 
+from sessionlint.analysis.entry import is_entry_point
 from sessionlint.rules.base import Rule
 from sessionlint.rules.engines.facts import (
     ABANDONED,
     engine_calls,
     engine_fate,
     is_cached_function,
-    is_entry_point,
 )
 
 # MySQL's default ``wait_timeout`` is 28800 s (8 h): a pooled connection idle longer

@@ -420,39 +420,3 @@ def is_cached_function(resolver: Resolver, fn: cst.FunctionDef) -> bool:
         if resolver.qualify(expr, scope) in CACHE_DECORATORS:
             return True
     return False
-
-
-def is_entry_point(resolver: Resolver, fn: cst.FunctionDef) -> bool:
-    """A function that runs once per process: called at module level of its own module
-    (``if __name__ == "__main__": main()``, Alembic's ``run_migrations_online()``),
-    a CLI command (``@click.command()``, ``@app.cli.command()``), or a pytest test."""
-    if fn.name.value.startswith("test_"):
-        return True
-    module_scope = resolver.scope(resolver.module)
-    for decorator in fn.decorators:
-        expr = decorator.decorator
-        if isinstance(expr, cst.Call):
-            expr = expr.func
-        qname = resolver.qualify(expr, module_scope) or ""
-        if qname.split(".")[0] in ("click", "typer"):
-            return True
-        if isinstance(expr, cst.Attribute) and expr.attr.value == "command":
-            return True
-    parent = resolver.scope(fn).parent
-    if parent is None or not parent.is_module or resolver.enclosing_class(fn) is not None:
-        return False
-    return fn.name.value in _called_at_import(resolver.module)
-
-
-def _called_at_import(module: cst.Module) -> frozenset[str]:
-    return per_module(
-        module,
-        "import-calls",
-        lambda: frozenset(
-            c.call.func.value
-            for c in call_index(module).calls
-            if isinstance(c.scope, cst.Module) and not c.in_class_body and isinstance(c.call.func, cst.Name)
-        ),
-    )
-
-

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 
 import libcst as cst
 
+from sessionlint.analysis.entry import starts_unit_of_work
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await
 from sessionlint.analysis.sessions import RAISE, RESET, SessionRef, TxAnalyzer, block_of, own_nodes
@@ -100,6 +101,7 @@ def swallowing_handlers(tx: TxAnalyzer, fn: cst.FunctionDef) -> Iterator[tuple[c
     database error raised by session work in their ``try``, and on some path neither
     roll back nor re-raise while that session lives on."""
     scope = tx.function(fn).scope
+    unit_of_work: bool | None = None
     for node in scope_nodes_of(fn.body, cst.Try, cst.TryStar):
         assert isinstance(node, (cst.Try, cst.TryStar))
         refs: dict[str, SessionRef] = {}
@@ -124,7 +126,15 @@ def swallowing_handlers(tx: TxAnalyzer, fn: cst.FunctionDef) -> Iterator[tuple[c
                     continue  # created inside the try: it does not outlive it
                 if _inside_transactionblock_of(node, ref.key, tx, fn):
                     continue
-                if ref.long_lived or tx.used_after(node, modes, ref, fn):
+                long_lived = ref.long_lived
+                if long_lived and ref.kind.managed:
+                    # Flask-SQLAlchemy removes ``db.session`` when the request or CLI
+                    # command's app context ends: in the function that is that unit of
+                    # work, only a use later in the function meets the failed session.
+                    if unit_of_work is None:
+                        unit_of_work = starts_unit_of_work(tx.resolver, fn)
+                    long_lived = not unit_of_work
+                if long_lived or tx.used_after(node, modes, ref, fn):
                     yield handler, ref
                     break
 
