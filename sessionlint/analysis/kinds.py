@@ -6,6 +6,18 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class ValueSummary:
+    """What a module-level name was last assigned: a call, an alias, or anything else."""
+
+    shape: str  # "call" | "alias" | "annotation" (a declared type) | "other"
+    target: str | None = None  # callee (call) or aliased name (alias), qualified
+    keywords: tuple[tuple[str, str | None], ...] = ()  # keyword -> qualified value if a name
+    called_twice: bool = False  # ``sessionmaker(...)()``: the callee's result is called
+    line: int = 0
+    positional: int = 0  # positional arguments of the call (``scoped_session(f, scopefunc)``)
+
+
+@dataclass(frozen=True, slots=True)
 class FunctionSummary:
     """Which parameters a helper closes or rolls back somewhere in its body."""
 
@@ -15,6 +27,7 @@ class FunctionSummary:
     removes: frozenset[str] = frozenset()  # parameters on which ``.remove()`` is called
     rolls_back_any: bool = False  # the body calls ``rollback()`` on anything
     never_returns: bool = False  # ``-> NoReturn``, or every path of the body raises
+    returns: ValueSummary | None = None  # what it returns, when that can be named
 
 
 # ``api`` of Flask-SQLAlchemy's extension class, and of the registry its objects hold.

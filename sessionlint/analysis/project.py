@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import ast
 import bisect
+import dataclasses
 import os
 import re
 import symtable
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,19 +32,7 @@ from sessionlint.analysis.sqla import (
     extension_session,
     sqla_kind,
 )
-from sessionlint.analysis.kinds import FLASK_SQLALCHEMY_API, FunctionSummary, Kind
-
-
-@dataclass(frozen=True, slots=True)
-class ValueSummary:
-    """What a module-level name was last assigned: a call, an alias, or anything else."""
-
-    shape: str  # "call" | "alias" | "other"
-    target: str | None = None  # callee (call) or aliased name (alias), qualified
-    keywords: tuple[tuple[str, str | None], ...] = ()  # keyword -> qualified value if a name
-    called_twice: bool = False  # ``sessionmaker(...)()``: the callee's result is called
-    line: int = 0
-    positional: int = 0  # positional arguments of the call (``scoped_session(f, scopefunc)``)
+from sessionlint.analysis.kinds import FLASK_SQLALCHEMY_API, FunctionSummary, Kind, ValueSummary
 
 
 @dataclass(frozen=True)
@@ -103,6 +92,10 @@ def module_name_for(path: str, root: str) -> str:
 
 def _common_prefix_len(a: str, b: str) -> int:
     return len(os.path.commonpath([a, b])) if os.path.isabs(a) == os.path.isabs(b) else 0
+
+
+# A declared type -> the tag of its instances (``-> Engine`` returns an engine).
+_INSTANCE_OF = {"engine_type": "engine", "session_class": "session", "connection_type": "connection"}
 
 
 class ProjectIndex:
@@ -559,6 +552,24 @@ class ProjectIndex:
             return Kind("session", is_async=callee.is_async, origin=origin, where=where)
         if callee.tag == "registry":
             return Kind("session", is_async=callee.is_async, scoped=True, origin=origin, where=where)
+        if callee.tag == "function" and callee.function is not None and callee.function.returns is not None:
+            return self.returned_kind(callee.function.returns, origin or callee.origin, where or callee.where)
+        return None
+
+    def returned_kind(self, value: ValueSummary, origin: str, where: tuple[str, int] | None) -> Kind | None:
+        """What a project function returns, from its summary (see ``_Summarizer._returns``)."""
+        at = where or ("", value.line)
+        if value.shape == "annotation":
+            declared = self.kind_of(value.target)
+            if declared is None:
+                return None
+            if declared.tag in _INSTANCE_OF:
+                return Kind(_INSTANCE_OF[declared.tag], is_async=declared.is_async, origin=origin, where=at)
+            if declared.tag == "api" and declared.api in ("sessionmaker", "async_sessionmaker"):
+                return Kind("factory", is_async=declared.api == "async_sessionmaker", origin=origin, where=at)
+            return None
+        if value.shape == "call":
+            return self.kind_of_call(value, origin, at)
         return None
 
 
@@ -572,12 +583,49 @@ class _Summarizer:
         self.method_lines = method_lines  # see _method_lines; None: not known
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
+        summary = self._walked_summary(node)
+        returns = self._returns(node)
+        return dataclasses.replace(summary, returns=returns) if returns is not None else summary
+
+    def _walked_summary(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
         lines = self.method_lines
         if lines is not None:
             first = bisect.bisect_left(lines, node.lineno)
             if first == len(lines) or lines[first] > (node.end_lineno or node.lineno):
                 return _plain_summary(node)  # no close/rollback/remove in its lines: no walk
         return summarize_function(node)
+
+    def _returns(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ValueSummary | None:
+        """What the function returns, when that can be named: its declared return type
+        (``-> Engine``), or the call it returns (``return create_engine(...)``, also
+        through a local assigned once: ``engine = create_engine(...); return engine``).
+        Only statements are walked, not expressions: this runs for every function."""
+        if node.returns is not None:
+            declared = node.returns
+            if isinstance(declared, ast.Subscript) and isinstance(declared.value, (ast.Name, ast.Attribute)):
+                if (self.qualify(declared.value) or "").rsplit(".", 1)[-1] in ("Optional", "AsyncIterator", "Iterator", "Generator", "AsyncGenerator"):
+                    return None  # a generator lends, it does not return (and Optional is rare for these)
+            if isinstance(declared, (ast.Name, ast.Attribute)):
+                target = self.qualify(declared)
+                if target is not None:
+                    return ValueSummary("annotation", target, line=node.lineno)
+        local_calls: dict[str, ast.Call | None] = {}
+        for statement in _statements(node.body):
+            if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
+                name = statement.targets[0].id
+                value = statement.value
+                local_calls[name] = value if isinstance(value, ast.Call) and name not in local_calls else None
+            elif isinstance(statement, ast.Return) and statement.value is not None:
+                value = statement.value
+                if isinstance(value, ast.Await):
+                    value = value.value
+                if isinstance(value, ast.Name) and local_calls.get(value.id) is not None:
+                    value = local_calls[value.id]  # type: ignore[assignment]
+                if isinstance(value, ast.Call):
+                    summary = self._summarize(value)
+                    if summary.target is not None:
+                        return summary
+        return None
 
     def run(self, tree: ast.Module) -> ModuleFacts:
         body = list(_top_level(tree.body))
@@ -831,6 +879,21 @@ def _match_lines(regex: re.Pattern[bytes], data: bytes) -> list[int]:
 def _unix_newlines(data: bytes) -> bytes:
     """``data`` with every line break a ``\n`` (lines are counted by ``\n``)."""
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in data else data
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The statements of a function body in order, into compound statements but not
+    into nested functions or classes."""
+    for statement in body:
+        yield statement
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for block in ("body", "orelse", "finalbody"):
+            inner = getattr(statement, block, None)
+            if isinstance(inner, list):
+                yield from _statements(inner)
+        for handler in getattr(statement, "handlers", ()):
+            yield from _statements(handler.body)
 
 
 def _plain_summary(node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
 from sessionlint.analysis.sqla import names_sqla, sqla_kind
 
@@ -123,9 +124,16 @@ class Relevance:
         if self.index.is_configured_factory(qname):
             return True
         kind = self.index.kind_of(qname)
-        if kind is not None and kind.tag in _INTERESTING_TAGS:
+        if kind is not None and (kind.tag in _INTERESTING_TAGS or self._returns_interesting(kind)):
             return True
         return qname in self._modules
+
+    def _returns_interesting(self, kind: Kind) -> bool:
+        """A project function returning an engine, session, factory... (``get_engine()``)."""
+        if kind.tag != "function" or kind.function is None or kind.function.returns is None:
+            return False
+        made = self.index.result_kind(kind, {}, "", None)
+        return made is not None and made.tag in _INTERESTING_TAGS
 
     def project_names(self, prefetch: Callable[[list[str]], None] | None = None) -> frozenset[str]:
         """Names through which other modules can reach something interesting: what
@@ -170,7 +178,8 @@ class Relevance:
         """The module-level names of ``facts`` that denote something interesting."""
         tokens: set[str] = set()
         module = facts.name
-        for name in (*facts.values, *facts.classes, *facts.annotations):
+        returning = (name for name, summary in facts.functions.items() if summary.returns is not None)
+        for name in (*facts.values, *facts.classes, *facts.annotations, *returning):
             if self._interesting(f"{module}.{name}"):
                 tokens.add(name)
         if not defined_only:
@@ -190,7 +199,7 @@ class Relevance:
                 if not (qname.startswith("sqlalchemy") or qname.rsplit(".", 1)[-1] in known):
                     continue
                 kind = self.index.kind_of(qname)
-                if kind is not None and kind.tag in _INTERESTING_TAGS:
+                if kind is not None and (kind.tag in _INTERESTING_TAGS or self._returns_interesting(kind)):
                     tokens.add(name)
         return tokens
 

@@ -323,6 +323,18 @@ class Resolver:
             return Kind("connection", is_async=kind.is_async)
         return None
 
+    def _method_returns(self, method: str, scope: Scope) -> Kind | None:
+        """What ``self.<method>()`` returns, from the enclosing class's summary."""
+        current: Scope | None = scope
+        while current is not None and current.cls is None:
+            current = current.parent
+        if current is None or current.cls is None:
+            return None
+        summary = self.facts.methods.get(current.cls.name.value, {}).get(method)
+        if summary is None or summary.returns is None:
+            return None
+        return self.index.returned_kind(summary.returns, f"{self.facts.name}.{current.cls.name.value}.{method}", None)
+
     def call_result_kind(self, call: cst.Call, scope: Scope) -> Kind | None:
         """What a call returns: ``sessionmaker()`` a factory, ``Factory()`` a session..."""
         func = call.func
@@ -330,6 +342,10 @@ class Resolver:
             base = self.kind(func.value, scope)
             if base is not None and base.tag == "engine":
                 return Kind("connection", is_async=base.is_async)
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value in ("self", "cls"):
+            returned = self._method_returns(func.attr.value, scope)
+            if returned is not None:
+                return returned
         callee = self.kind(func, scope)
         if callee is None:
             return None
