@@ -115,6 +115,7 @@ class ProjectIndex:
         self._kinds: dict[str, Kind | None] = {}
         self._kind_deps: dict[str, frozenset[str]] = {}
         self._resolving: set[str] = set()
+        self._returning: set[ValueSummary] = set()  # return summaries being resolved
         self._files: dict[str, None] = {}
         self._bytes: dict[str, bytes] = {}
         # registry origin -> (removed or handed out, what the scan depended on)
@@ -569,7 +570,14 @@ class ProjectIndex:
                 return Kind("factory", is_async=declared.api == "async_sessionmaker", origin=origin, where=at)
             return None
         if value.shape == "call":
-            return self.kind_of_call(value, origin, at)
+            # A recursive helper (``def f(): return f(...)``) returns what it returns.
+            if value in self._returning:
+                return None
+            self._returning.add(value)
+            try:
+                return self.kind_of_call(value, origin, at)
+            finally:
+                self._returning.discard(value)
         return None
 
 
@@ -621,7 +629,7 @@ class _Summarizer:
                     value = value.value
                 if isinstance(value, ast.Name) and local_calls.get(value.id) is not None:
                     value = local_calls[value.id]  # type: ignore[assignment]
-                if isinstance(value, ast.Call):
+                if isinstance(value, ast.Call) and not (isinstance(value.func, ast.Name) and value.func.id == node.name):
                     summary = self._summarize(value)
                     if summary.target is not None:
                         return summary

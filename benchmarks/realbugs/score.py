@@ -1,0 +1,185 @@
+"""Score sessionlint on real bug-fix commits (``corpus.jsonl`` beside this file).
+
+Each entry names a repository, a fix commit, its parent, the file and the buggy
+lines in the parent, and the rule family (``SES1`` ... ``SES5``) the bug belongs to.
+The script lints the parent's and the fix's version of that file twice: alone (the
+file copied into an empty project), and within its whole tree (every ``*.py`` of
+that commit, with a ``pyproject.toml`` at the root so that names resolve across
+modules). Per family it prints how many bugs are
+
+* detected: a finding of the right family on one of the buggy lines of the parent;
+* cleared: the fix's version has fewer findings of that family in the file.
+
+The repositories' git mirrors are read from ``/work/.mirror`` (bring one with the
+search tool's ``fetch``, see ``benchmarks/README.md``); an entry whose mirror is
+missing is listed as not scored, never counted as a miss or a hit.
+
+    .venv/bin/python benchmarks/realbugs/score.py [--only alone|tree] [--json OUT] [-v]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MIRRORS = Path(os.environ.get("SESSIONLINT_MIRRORS", "/work/.mirror"))
+SESSIONLINT = [sys.executable, "-m", "sessionlint"]
+
+
+def git_dir(repo: str) -> Path | None:
+    base = MIRRORS / repo.replace("/", "+")
+    for candidate in (base / "repo" / ".git", base / "repo"):
+        if (candidate / "HEAD").is_file():
+            return candidate
+    return None
+
+
+def export_tree(git: Path, commit: str, into: Path) -> None:
+    """Every ``*.py`` of ``commit`` below ``into``, plus an empty ``[tool.sessionlint]``."""
+    listing = subprocess.run(
+        ["git", f"--git-dir={git}", "ls-tree", "-r", "-z", commit], capture_output=True, check=True
+    ).stdout.split(b"\0")
+    wanted = []
+    for row in listing:
+        if not row:
+            continue
+        meta, path = row.split(b"\t", 1)
+        mode, kind, sha = meta.split()
+        if kind == b"blob" and mode != b"120000" and path.endswith(b".py"):
+            wanted.append((sha.decode(), path.decode("utf-8", "surrogateescape")))
+    batch = subprocess.run(
+        ["git", f"--git-dir={git}", "cat-file", "--batch"],
+        input="".join(f"{sha}\n" for sha, _ in wanted).encode(), capture_output=True, check=True,
+    ).stdout
+    at = 0
+    for _sha, path in wanted:
+        header_end = batch.index(b"\n", at)
+        size = int(batch[at:header_end].split()[2])
+        data = batch[header_end + 1 : header_end + 1 + size]
+        at = header_end + 1 + size + 1
+        target = into / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    (into / "pyproject.toml").write_text("[tool.sessionlint]\n")
+
+
+def show(git: Path, commit: str, path: str) -> bytes | None:
+    done = subprocess.run(["git", f"--git-dir={git}", "show", f"{commit}:{path}"], capture_output=True)
+    return done.stdout if done.returncode == 0 else None
+
+
+def lint(root: Path, path: str) -> list[dict[str, object]]:
+    done = subprocess.run(
+        [*SESSIONLINT, "check", "--no-cache", "--format", "json", str(root / path)],
+        capture_output=True, text=True, cwd=root,
+    )
+    if done.returncode not in (0, 1, 2) or not done.stdout.strip():
+        raise RuntimeError(f"sessionlint failed on {root / path}: {done.stderr[-500:]}")
+    return [d for d in json.loads(done.stdout) if not str(d["code"]).startswith("SES0")]
+
+
+def family_lines(findings: list[dict[str, object]], family: str) -> list[int]:
+    return [int(d["line"]) for d in findings if str(d["code"]).startswith(family)]  # type: ignore[call-overload]
+
+
+def score_entry(entry: dict[str, object], modes: list[str], work: Path, trees: dict[tuple[str, str], Path]) -> dict[str, object]:
+    git = git_dir(str(entry["repo"]))
+    result: dict[str, object] = {"id": f"{entry['repo']}@{str(entry['fix'])[:10]}:{entry['path']}", "category": entry["category"]}
+    if git is None:
+        result["skipped"] = "mirror not fetched"
+        return result
+    family = str(entry["category"])
+    lines = {int(n) for n in entry["lines"]}  # type: ignore[union-attr]
+    for mode in modes:
+        counts = {}
+        for side, commit, path in (("buggy", entry["parent"], entry["path"]), ("fixed", entry["fix"], entry.get("fixed_path") or entry["path"])):
+            commit, path = str(commit), str(path)
+            if mode == "tree":
+                key = (str(entry["repo"]), commit)
+                if key not in trees:
+                    trees[key] = Path(tempfile.mkdtemp(dir=work))
+                    export_tree(git, commit, trees[key])
+                root = trees[key]
+                if not (root / path).is_file():
+                    counts[side] = None
+                    continue
+            else:
+                data = show(git, commit, path)
+                root = Path(tempfile.mkdtemp(dir=work))
+                (root / "pyproject.toml").write_text("[tool.sessionlint]\n")
+                if data is None:
+                    counts[side] = None
+                    continue
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                (root / path).write_bytes(data)
+            counts[side] = family_lines(lint(root, path), family)
+        buggy, fixed = counts["buggy"] or [], counts["fixed"]
+        result[mode] = {
+            "detected": bool(lines & set(buggy)),
+            "cleared": fixed is not None and len(fixed) < len(buggy),
+            "buggy_findings": buggy,
+            "fixed_findings": fixed,
+        }
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=HERE / "corpus.jsonl")
+    parser.add_argument("--only", choices=("alone", "tree"))
+    parser.add_argument("--json", type=Path, help="write per-entry results here")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args()
+    modes = [args.only] if args.only else ["alone", "tree"]
+    entries = [json.loads(line) for line in args.corpus.read_text().splitlines() if line.strip()]
+    work = Path(tempfile.mkdtemp(prefix="sessionlint-realbugs-"))
+    trees: dict[tuple[str, str], Path] = {}
+    results = []
+    try:
+        for entry in entries:
+            results.append(score_entry(entry, modes, work, trees))
+            if args.verbose:
+                print(json.dumps(results[-1]), file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in results:
+        row = table[str(r["category"])]
+        if "skipped" in r:
+            row["skipped"] += 1
+            continue
+        row["scored"] += 1
+        for mode in modes:
+            facts = r[mode]
+            assert isinstance(facts, dict)
+            row[f"{mode}.detected"] += facts["detected"]
+            row[f"{mode}.cleared"] += facts["cleared"]
+            row["any.detected"] += 0
+        row["any.detected"] += any(r[m]["detected"] for m in modes)  # type: ignore[index]
+    header = ["family", "scored", *(f"{m} detected" for m in modes), *(f"{m} cleared" for m in modes), "detected either", "skipped"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    total: dict[str, int] = defaultdict(int)
+    for family in sorted(table):
+        row = table[family]
+        for k, v in row.items():
+            total[k] += v
+        cells = [family, row["scored"], *(row[f"{m}.detected"] for m in modes), *(row[f"{m}.cleared"] for m in modes), row["any.detected"], row["skipped"]]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    cells = ["all", total["scored"], *(total[f"{m}.detected"] for m in modes), *(total[f"{m}.cleared"] for m in modes), total["any.detected"], total["skipped"]]
+    print("| " + " | ".join(str(c) for c in cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
