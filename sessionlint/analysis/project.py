@@ -564,7 +564,11 @@ class ProjectIndex:
             declared = self.kind_of(value.target)
             if declared is None:
                 return None
-            if declared.tag in _INSTANCE_OF:
+            # ``-> Session`` says what, not whose: warehouse's ``orm_session_from_obj()
+            # -> Session`` hands out the object's own session, which the caller must not
+            # close. So a declared session makes no new session; only a returned call
+            # of a factory does (below).
+            if declared.tag in _INSTANCE_OF and declared.tag != "session_class":
                 return Kind(_INSTANCE_OF[declared.tag], is_async=declared.is_async, origin=origin, where=at)
             if declared.tag == "api" and declared.api in ("sessionmaker", "async_sessionmaker"):
                 return Kind("factory", is_async=declared.api == "async_sessionmaker", origin=origin, where=at)
