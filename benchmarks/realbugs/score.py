@@ -62,7 +62,11 @@ def export_tree(git: Path, commit: str, into: Path) -> None:
     at = 0
     for _sha, path in wanted:
         header_end = batch.index(b"\n", at)
-        size = int(batch[at:header_end].split()[2])
+        header = batch[at:header_end].split()
+        if len(header) < 3:  # "<sha> missing": a shallow or partial mirror
+            at = header_end + 1
+            continue
+        size = int(header[2])
         data = batch[header_end + 1 : header_end + 1 + size]
         at = header_end + 1 + size + 1
         target = into / path

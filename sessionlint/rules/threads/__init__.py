@@ -140,8 +140,10 @@ class ModuleLevelSession(Rule):
     ```
 
     ## Known problems
-    Sessions created in an `if __name__ == "__main__":` block, used as a `with`
-    block, or closed at module level (a script) are not reported.
+    A session assigned to a module global from inside a function (`global s; if s is
+    None: s = Session()`, a lazily created shared session) is reported too. Sessions
+    created in an `if __name__ == "__main__":` block, used as a `with` block, or
+    closed at module level (a script) are not reported.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/orm/session_basics.html#when-do-i-construct-a-session-when-do-i-commit-it-and-when-do-i-close-it

@@ -480,6 +480,9 @@ def _import_time_sessions(ctx: FileContext) -> Iterator[ImportTimeSession]:
     closed = _closed_at_module_level(ctx.module)
     for scoped in index.calls:
         if not isinstance(scoped.scope, cst.Module):
+            lazy = _lazy_global(resolver, index, scoped.call, scoped.scope)
+            if lazy is not None:
+                yield ImportTimeSession(scoped.call, lazy, "in a module global")
             continue
         call = scoped.call
         kind = resolver.call_result_kind(call, module_scope)
@@ -494,6 +497,26 @@ def _import_time_sessions(ctx: FileContext) -> Iterator[ImportTimeSession]:
         if where == "at module level" and scoped.in_class_body:
             where = "at class level"
         yield ImportTimeSession(call, var, where)
+
+
+def _lazy_global(resolver: Resolver, index: CallIndex, call: cst.Call, fn: cst.CSTNode) -> str | None:
+    """``global s; s = Session()`` in a function (a lazily created shared session,
+    often behind ``if s is None``): the name bound, when ``call`` makes a session."""
+    if not isinstance(fn, cst.FunctionDef):
+        return None
+    parent = index.parent_of(call)
+    if not isinstance(parent, cst.Assign) or len(parent.targets) != 1:
+        return None
+    target = parent.targets[0].target
+    if not isinstance(target, cst.Name):
+        return None
+    scope = resolver.scope(fn)
+    if target.value not in scope.globals:
+        return None
+    kind = resolver.call_result_kind(call, scope)
+    if kind is None or kind.tag != "session" or kind.scoped:
+        return None
+    return target.value
 
 
 def _held_by(index: CallIndex, call: cst.Call) -> tuple[str, str] | None:
