@@ -455,10 +455,14 @@ class ProjectIndex:
             facts = self.facts_for_module(".".join(parts[:i]))
             if facts is None:
                 continue
-            if i == len(parts) - 2 and parts[-1] == "session":
-                # ``db.session`` of a framework extension ``db``.
+            if i == len(parts) - 2 and parts[-1] in ("session", "create_scoped_session"):
+                # ``db.session`` of a framework extension ``db``, and the unmanaged
+                # registries Flask-SQLAlchemy 2.x builds on request
+                # (``db.create_scoped_session()``: nobody removes those but the caller).
                 owner = self._symbol_kind(facts, parts[i])
                 if owner is not None and owner.tag == "extension":
+                    if parts[-1] == "create_scoped_session":
+                        return Kind("api", api="scoped_session", origin=qname)
                     return extension_session(owner, qname)
             if i != len(parts) - 1:
                 # ``pkg.mod`` where ``mod`` is a submodule, then an attribute of it:
