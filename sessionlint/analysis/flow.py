@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from sessionlint.analysis.kinds import FunctionSummary
-from sessionlint.analysis.scope import Resolver, Scope, ScopeNode, strip_await, target_names
+from sessionlint.analysis.scope import Resolver, Scope, ScopeNode, dotted, strip_await, target_names
 from sessionlint.analysis.sqla import CLOSE_METHODS, CONNECTION_CLOSE_METHODS, ROLLBACK_METHODS
 from sessionlint.analysis.walk import children, walk, walk_scope
 
@@ -585,7 +585,7 @@ class FlowAnalyzer:
                 if alias.asname is not None:
                     ops.extend(Op("forget", n) for n in target_names(alias.asname.name))
                 else:
-                    ops.append(Op("forget", (_dotted_name(alias.name) or "").split(".")[0]))
+                    ops.append(Op("forget", (dotted(alias.name) or "").split(".")[0]))
         result = (ops, may_raise)
         self._ops[id(node)] = result
         return result
@@ -947,15 +947,6 @@ def _creation_call(expr: cst.BaseExpression) -> cst.Call | None:
     return expr if isinstance(expr, cst.Call) else None
 
 
-def _dotted_name(node: cst.BaseExpression) -> str | None:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        base = _dotted_name(node.value)
-        return f"{base}.{node.attr.value}" if base else None
-    return None
-
-
 def _is_none(expr: cst.BaseExpression) -> bool:
     return isinstance(expr, cst.Name) and expr.value == "None"
 
@@ -1023,7 +1014,7 @@ def _may_raise(node: cst.CSTNode) -> bool:
 
 def _catches_everything(handler_type: cst.BaseExpression) -> bool:
     names = [handler_type] if not isinstance(handler_type, cst.Tuple) else [e.value for e in handler_type.elements]
-    return any(isinstance(n, (cst.Name, cst.Attribute)) and _dotted_name(n) in ("Exception", "BaseException", "builtins.Exception") for n in names)
+    return any(isinstance(n, (cst.Name, cst.Attribute)) and dotted(n) in ("Exception", "BaseException", "builtins.Exception") for n in names)
 
 
 NoneTest = list[tuple[str, bool]]  # (name, must be None on this branch)

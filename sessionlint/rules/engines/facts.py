@@ -26,7 +26,7 @@ from sessionlint.analysis.calls import (
     per_module,
     positional_args,
 )
-from sessionlint.analysis.scope import Resolver, Scope, ScopeNode, strip_await
+from sessionlint.analysis.scope import Resolver, Scope, ScopeNode, dotted, strip_await
 from sessionlint.analysis.walk import SCOPE_NODES, children
 
 ENGINE_APIS = frozenset({"create_engine", "create_async_engine"})
@@ -156,17 +156,8 @@ def _bound_name(index: CallIndex, call: cst.Call) -> str:
             if isinstance(target, cst.Name):
                 return target.value
             if isinstance(target, cst.Attribute):
-                return _dotted(target) or ""
+                return dotted(target) or ""
     return ""
-
-
-def _dotted(expr: cst.BaseExpression) -> str | None:
-    if isinstance(expr, cst.Name):
-        return expr.value
-    if isinstance(expr, cst.Attribute):
-        base = _dotted(expr.value)
-        return f"{base}.{expr.attr.value}" if base else None
-    return None
 
 
 # -- URLs ------------------------------------------------------------------------------
