@@ -612,19 +612,10 @@ class _Summarizer:
         return summarize_function(node)
 
     def _returns(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ValueSummary | None:
-        """What the function returns, when that can be named: its declared return type
-        (``-> Engine``), or the call it returns (``return create_engine(...)``, also
-        through a local assigned once: ``engine = create_engine(...); return engine``).
+        """What the function returns, when that can be named: the call it returns
+        (``return create_engine(...)``, also through a local assigned once: ``engine =
+        create_engine(...); return engine``), else its declared type (``-> Engine``).
         Only statements are walked, not expressions: this runs for every function."""
-        if node.returns is not None:
-            declared = node.returns
-            if isinstance(declared, ast.Subscript) and isinstance(declared.value, (ast.Name, ast.Attribute)):
-                if (self.qualify(declared.value) or "").rsplit(".", 1)[-1] in ("Optional", "AsyncIterator", "Iterator", "Generator", "AsyncGenerator"):
-                    return None  # a generator lends, it does not return (and Optional is rare for these)
-            if isinstance(declared, (ast.Name, ast.Attribute)):
-                target = self.qualify(declared)
-                if target is not None:
-                    return ValueSummary("annotation", target, line=node.lineno)
         local_calls: dict[str, ast.Call | None] = {}
         for statement in _statements(node.body):
             if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
@@ -641,6 +632,16 @@ class _Summarizer:
                     summary = self._summarize(value)
                     if summary.target is not None:
                         return summary
+        # No returned call to go by: the declared type (``-> Engine: return _engine``).
+        if node.returns is not None:
+            declared = node.returns
+            if isinstance(declared, ast.Subscript) and isinstance(declared.value, (ast.Name, ast.Attribute)):
+                if (self.qualify(declared.value) or "").rsplit(".", 1)[-1] in ("Optional", "AsyncIterator", "Iterator", "Generator", "AsyncGenerator"):
+                    return None  # a generator lends; an Optional says little
+            if isinstance(declared, (ast.Name, ast.Attribute)):
+                target = self.qualify(declared)
+                if target is not None:
+                    return ValueSummary("annotation", target, line=node.lineno)
         return None
 
     def run(self, tree: ast.Module) -> ModuleFacts:
