@@ -28,6 +28,7 @@ class FunctionSummary:
     rolls_back_any: bool = False  # the body calls ``rollback()`` on anything
     never_returns: bool = False  # ``-> NoReturn``, or every path of the body raises
     returns: ValueSummary | None = None  # what it returns, when that can be named
+    declared: ValueSummary | None = None  # its declared type, when ``returns`` is a call
 
 
 # ``api`` of Flask-SQLAlchemy's extension class, and of the registry its objects hold.

@@ -557,9 +557,20 @@ class ProjectIndex:
             return Kind("session", is_async=callee.is_async, origin=origin, where=where)
         if callee.tag == "registry":
             return Kind("session", is_async=callee.is_async, scoped=True, origin=origin, where=where)
-        if callee.tag == "function" and callee.function is not None and callee.function.returns is not None:
-            return self.returned_kind(callee.function.returns, origin or callee.origin, where or callee.where)
+        if callee.tag == "function" and callee.function is not None:
+            return self.function_returns(callee.function, origin or callee.origin, where or callee.where)
         return None
+
+    def function_returns(self, function: FunctionSummary, origin: str, where: tuple[str, int] | None) -> Kind | None:
+        """What a call of a project function returns: its returned call's kind, else
+        its declared type's (``-> Engine: return make_engine(cfg)`` where
+        ``make_engine`` is not the project's still returns an engine)."""
+        if function.returns is None:
+            return None
+        returned = self.returned_kind(function.returns, origin, where)
+        if returned is None and function.declared is not None:
+            returned = self.returned_kind(function.declared, origin, where)
+        return returned
 
     def returned_kind(self, value: ValueSummary, origin: str, where: tuple[str, int] | None) -> Kind | None:
         """What a project function returns, from its summary (see ``_Summarizer._returns``)."""
@@ -600,8 +611,11 @@ class _Summarizer:
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
         summary = self._walked_summary(node)
-        returns = self._returns(node)
-        return dataclasses.replace(summary, returns=returns) if returns is not None else summary
+        declared = self._declared(node)
+        returns = self._returned_call(node) or declared
+        if returns is None:
+            return summary
+        return dataclasses.replace(summary, returns=returns, declared=declared if returns is not declared else None)
 
     def _walked_summary(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
         lines = self.method_lines
@@ -611,11 +625,11 @@ class _Summarizer:
                 return _plain_summary(node)  # no close/rollback/remove in its lines: no walk
         return summarize_function(node)
 
-    def _returns(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ValueSummary | None:
-        """What the function returns, when that can be named: the call it returns
-        (``return create_engine(...)``, also through a local assigned once: ``engine =
-        create_engine(...); return engine``), else its declared type (``-> Engine``).
-        Only statements are walked, not expressions: this runs for every function."""
+    def _returned_call(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ValueSummary | None:
+        """The call the function returns, when that can be named (``return
+        create_engine(...)``, also through a local assigned once: ``engine =
+        create_engine(...); return engine``). Only statements are walked, not
+        expressions: this runs for every function."""
         local_calls: dict[str, ast.Call | None] = {}
         for statement in _statements(node.body):
             if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
@@ -632,16 +646,20 @@ class _Summarizer:
                     summary = self._summarize(value)
                     if summary.target is not None:
                         return summary
-        # No returned call to go by: the declared type (``-> Engine: return _engine``).
-        if node.returns is not None:
-            declared = node.returns
-            if isinstance(declared, ast.Subscript) and isinstance(declared.value, (ast.Name, ast.Attribute)):
-                if (self.qualify(declared.value) or "").rsplit(".", 1)[-1] in ("Optional", "AsyncIterator", "Iterator", "Generator", "AsyncGenerator"):
-                    return None  # a generator lends; an Optional says little
-            if isinstance(declared, (ast.Name, ast.Attribute)):
-                target = self.qualify(declared)
-                if target is not None:
-                    return ValueSummary("annotation", target, line=node.lineno)
+        return None
+
+    def _declared(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ValueSummary | None:
+        """The declared return type (``-> Engine``), when it names one class."""
+        declared = node.returns
+        if declared is None:
+            return None
+        if isinstance(declared, ast.Subscript) and isinstance(declared.value, (ast.Name, ast.Attribute)):
+            if (self.qualify(declared.value) or "").rsplit(".", 1)[-1] in ("Optional", "AsyncIterator", "Iterator", "Generator", "AsyncGenerator"):
+                return None  # a generator lends; an Optional says little
+        if isinstance(declared, (ast.Name, ast.Attribute)):
+            target = self.qualify(declared)
+            if target is not None:
+                return ValueSummary("annotation", target, line=node.lineno)
         return None
 
     def run(self, tree: ast.Module) -> ModuleFacts:

@@ -331,9 +331,9 @@ class Resolver:
         if current is None or current.cls is None:
             return None
         summary = self.facts.methods.get(current.cls.name.value, {}).get(method)
-        if summary is None or summary.returns is None:
+        if summary is None:
             return None
-        return self.index.returned_kind(summary.returns, f"{self.facts.name}.{current.cls.name.value}.{method}", None)
+        return self.index.function_returns(summary, f"{self.facts.name}.{current.cls.name.value}.{method}", None)
 
     def call_result_kind(self, call: cst.Call, scope: Scope) -> Kind | None:
         """What a call returns: ``sessionmaker()`` a factory, ``Factory()`` a session..."""
