@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -29,50 +28,11 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mirrors import export_tree, git_dir  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-MIRRORS = Path(os.environ.get("SESSIONLINT_MIRRORS", "/work/.mirror"))
 SESSIONLINT = [sys.executable, "-m", "sessionlint"]
-
-
-def git_dir(repo: str) -> Path | None:
-    base = MIRRORS / repo.replace("/", "+")
-    for candidate in (base / "repo" / ".git", base / "repo"):
-        if (candidate / "HEAD").is_file():
-            return candidate
-    return None
-
-
-def export_tree(git: Path, commit: str, into: Path) -> None:
-    """Every ``*.py`` of ``commit`` below ``into``, plus an empty ``[tool.sessionlint]``."""
-    listing = subprocess.run(
-        ["git", f"--git-dir={git}", "ls-tree", "-r", "-z", commit], capture_output=True, check=True
-    ).stdout.split(b"\0")
-    wanted = []
-    for row in listing:
-        if not row:
-            continue
-        meta, path = row.split(b"\t", 1)
-        mode, kind, sha = meta.split()
-        if kind == b"blob" and mode != b"120000" and path.endswith(b".py"):
-            wanted.append((sha.decode(), path.decode("utf-8", "surrogateescape")))
-    batch = subprocess.run(
-        ["git", f"--git-dir={git}", "cat-file", "--batch"],
-        input="".join(f"{sha}\n" for sha, _ in wanted).encode(), capture_output=True, check=True,
-    ).stdout
-    at = 0
-    for _sha, path in wanted:
-        header_end = batch.index(b"\n", at)
-        header = batch[at:header_end].split()
-        if len(header) < 3:  # "<sha> missing": a shallow or partial mirror
-            at = header_end + 1
-            continue
-        size = int(header[2])
-        data = batch[header_end + 1 : header_end + 1 + size]
-        at = header_end + 1 + size + 1
-        target = into / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    (into / "pyproject.toml").write_text("[tool.sessionlint]\n")
 
 
 def show(git: Path, commit: str, path: str) -> bytes | None:

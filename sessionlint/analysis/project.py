@@ -29,6 +29,7 @@ from sessionlint.analysis.sqla import (
     FLASK_SQLALCHEMY,
     ROLLBACK_METHODS,
     extension_kind,
+    external_module,
     extension_session,
     sqla_kind,
 )
@@ -120,6 +121,8 @@ class ProjectIndex:
         self._bytes: dict[str, bytes] = {}
         # registry origin -> (removed or handed out, what the scan depended on)
         self._released: dict[str, tuple[bool, ScanDep]] = {}
+        # project class -> (module instantiating it, or a subclass, at import time; scan)
+        self._instances: dict[str, tuple[str | None, ScanDep]] = {}
         self._uses: dict[tuple[str, frozenset[str]], Uses] = {}
         self.session_factories = tuple(session_factories)
         # Which module files each resolution touched: the result cache keys on these.
@@ -151,10 +154,12 @@ class ProjectIndex:
             self._kinds.clear()
             self._kind_deps.clear()
             self._released.clear()
+            self._instances.clear()
             self._uses.clear()
         if apath not in self._files:
             self._files[apath] = None
             self._released.clear()
+            self._instances.clear()
             self._uses.clear()
         existing = self._by_name.get(name)
         if existing is None or (apath.endswith("__init__.py") and not existing.endswith("__init__.py")):
@@ -353,6 +358,52 @@ class ProjectIndex:
         self._released[origin] = (released, scan)
         self._note_scan(origin, scan)
         return released
+
+    def instantiated_at_import(self, qname: str) -> str | None:
+        """A module that instantiates the project class ``qname``, or a project subclass
+        of it, at its top level (``db = FlaskStore()`` in ``server/ext.py`` with
+        ``class FlaskStore(Store)``): that one object then lives as long as the
+        process and serves every thread. The module's name, or None.
+
+        Only the files spelling the class's name, or a subclass's, are read."""
+        key = f"instances:{qname}"
+        found = self._instances.get(qname)
+        if found is not None:
+            self._note_scan(key, found[1])
+            return found[0]
+        outer, self.touched = self.touched, set()
+        classes = {qname}
+        spellings = {qname.rsplit(".", 1)[-1]}
+        inputs: set[str] = set()
+        pending = self._spelling(spellings, inputs)
+        while pending:
+            for path in pending:
+                inputs.add(path)
+                facts = self.facts_for_path(path)
+                for name in facts.classes:
+                    sub = f"{facts.name}.{name}"
+                    if sub not in classes and self.base_in(sub, classes) is not None:
+                        classes.add(sub)
+                        spellings.add(name)
+                for name, target in facts.imports.items():
+                    if target in classes:
+                        spellings.add(name)
+            pending = self._spelling(spellings, inputs)
+        where: str | None = None
+        kept_by: frozenset[str] = frozenset()
+        for path in sorted(inputs):
+            facts = self.facts_for_path(path)
+            if any(
+                value.shape == "call" and self.base_in(value.target, classes) is not None
+                for value in facts.values.values()
+            ):
+                where, kept_by = facts.name, frozenset({path})
+                break
+        scan = ScanDep(frozenset(inputs), frozenset(spellings), kept_by, frozenset(self.touched))
+        self.touched = outer
+        self._instances[qname] = (where, scan)
+        self._note_scan(key, scan)
+        return where
 
     def _spelling(self, names: set[str], seen: set[str]) -> list[str]:
         """Project files not in ``seen`` whose bytes spell one of ``names`` as a word."""
@@ -681,17 +732,17 @@ class _Summarizer:
         facts, index = self.facts, self.index
         if isinstance(node, ast.Import):
             for alias in node.names:
-                full = index.resolve_absolute(alias.name, facts.path) or alias.name
+                full = index.resolve_absolute(alias.name, facts.path) or external_module(alias.name)
                 if alias.asname:
                     facts.imports[alias.asname] = full
                 else:
                     top = alias.name.split(".")[0]
-                    facts.imports[top] = index.resolve_absolute(top, facts.path) or top
+                    facts.imports[top] = index.resolve_absolute(top, facts.path) or external_module(top)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 module = index.resolve_relative(facts.path, node.level, node.module)
             else:
-                module = index.resolve_absolute(node.module or "", facts.path) or (node.module or "")
+                module = index.resolve_absolute(node.module or "", facts.path) or external_module(node.module or "")
             for alias in node.names:
                 if alias.name == "*":
                     facts.star_imports.append(module)
@@ -1079,7 +1130,7 @@ class _UsesScanner:
         for sub in _own_nodes(node.body):
             if isinstance(sub, ast.Import):
                 for alias in sub.names:
-                    full = index.resolve_absolute(alias.name, facts.path) or alias.name
+                    full = index.resolve_absolute(alias.name, facts.path) or external_module(alias.name)
                     if alias.asname:
                         local[alias.asname] = full
                     else:

@@ -14,6 +14,7 @@ import libcst as cst
 from sessionlint.analysis.calls import call_index
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
+from sessionlint.analysis.sqla import external_module
 from sessionlint.analysis.walk import ScopeNode as ScopeNode, walk_scope
 
 CONNECT_METHODS = frozenset({"connect", "raw_connection", "begin"})
@@ -205,10 +206,10 @@ class Resolver:
                 full = dotted(alias.name) or ""
                 if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
                     local = alias.asname.name.value
-                    scope.imports[local] = self.index.resolve_absolute(full, self.facts.path) or full
+                    scope.imports[local] = self.index.resolve_absolute(full, self.facts.path) or external_module(full)
                 else:
                     local = full.split(".")[0]
-                    scope.imports[local] = self.index.resolve_absolute(local, self.facts.path) or local
+                    scope.imports[local] = self.index.resolve_absolute(local, self.facts.path) or external_module(local)
                 scope.bound.add(local)
         elif isinstance(node, cst.ImportFrom) and not isinstance(node.names, cst.ImportStar):
             level = len(node.relative)
@@ -216,7 +217,7 @@ class Resolver:
             if level:
                 base = self.index.resolve_relative(self.facts.path, level, module)
             else:
-                base = self.index.resolve_absolute(module or "", self.facts.path) or (module or "")
+                base = self.index.resolve_absolute(module or "", self.facts.path) or external_module(module or "")
             for alias in node.names:
                 name = dotted(alias.name) or ""
                 local = (

@@ -63,8 +63,23 @@ EXTENSION_PREFIXES = (FLASK_SQLALCHEMY + ".", "flask_appbuilder.")
 
 
 def names_sqla(data: bytes) -> bool:
-    """Whether a file's bytes can name SQLAlchemy or a Flask-SQLAlchemy extension."""
-    return b"sqlalchemy" in data or b"flask_appbuilder" in data
+    """Whether a file's bytes can name SQLAlchemy (also through SQLModel) or a
+    Flask-SQLAlchemy extension."""
+    return b"sqlalchemy" in data or b"sqlmodel" in data or b"flask_appbuilder" in data
+
+
+# Packages that re-export SQLAlchemy's API under their own name: SQLModel's
+# ``Session`` (a subclass adding ``exec()``), ``create_engine``, ``select`` and
+# ``sqlmodel.ext.asyncio.session.AsyncSession`` behave as SQLAlchemy's do.
+_REEXPORTERS = ("sqlmodel",)
+
+
+def external_module(dotted: str) -> str:
+    """The module name an import of ``dotted`` (not a project module) stands for."""
+    for package in _REEXPORTERS:
+        if dotted == package or dotted.startswith(package + "."):
+            return "sqlalchemy" + dotted[len(package):]
+    return dotted
 
 
 def extension_kind(qname: str) -> Kind | None:

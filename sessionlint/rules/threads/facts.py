@@ -483,6 +483,10 @@ def _import_time_sessions(ctx: FileContext) -> Iterator[ImportTimeSession]:
             lazy = _lazy_global(resolver, index, scoped.call, scoped.scope)
             if lazy is not None:
                 yield ImportTimeSession(scoped.call, lazy, "in a module global")
+                continue
+            holder = _long_lived_holder(resolver, index, scoped.call, scoped.scope)
+            if holder is not None:
+                yield ImportTimeSession(scoped.call, *holder)
             continue
         call = scoped.call
         kind = resolver.call_result_kind(call, module_scope)
@@ -517,6 +521,107 @@ def _lazy_global(resolver: Resolver, index: CallIndex, call: cst.Call, fn: cst.C
     if kind is None or kind.tag != "session" or kind.scoped:
         return None
     return target.value
+
+
+_CACHES = frozenset({"functools.cache", "functools.lru_cache"})
+
+
+def _long_lived_holder(resolver: Resolver, index: CallIndex, call: cst.Call, fn: cst.CSTNode) -> tuple[str, str] | None:
+    """(name, where) when a function keeps the session it creates in a place that
+    outlives the call and is shared: returned by a ``functools.cache``d function, put
+    on a singleton (``metaclass=Singleton``, a ``__new__`` handing out one instance),
+    put on an object that a project module creates at import time (``db = Store()``
+    with ``self.session = factory()`` in ``Store.__init__``), or put into the worker
+    context of a startup hook (arq's ``async def startup(ctx): ctx["db"] = Session()``)."""
+    if not isinstance(fn, cst.FunctionDef):
+        return None
+    scope = resolver.scope(fn)
+    kind = resolver.call_result_kind(call, scope)
+    if kind is None or kind.tag != "session" or kind.scoped:
+        return None
+    for target in _flows_to(index, call, fn):
+        if target is None:
+            if _is_cached(resolver, fn, scope):
+                return f"{fn.name.value}()", "in a cached function (every caller gets this one)"
+            continue
+        attr = _self_attr_name(target)
+        cls = scope.cls
+        if attr is not None and cls is not None and scope.params[:1] == ["self"]:
+            if _is_singleton(cls):
+                return attr, f"on the singleton `{cls.name.value}`"
+            if fn.name.value == "__init__" and any(statement is cls for statement in resolver.module.body):
+                where = resolver.index.instantiated_at_import(f"{resolver.facts.name}.{cls.name.value}")
+                if where is not None:
+                    return attr, f"in `{cls.name.value}.__init__` for the object that `{where}` creates at import time"
+            continue
+        if (
+            isinstance(target, cst.Subscript)
+            and isinstance(target.value, cst.Name)
+            and scope.params[:1] == [target.value.value]
+            and "startup" in fn.name.value.lower()
+        ):
+            key = _subscript_key(target)
+            return key or target.value.value, f"in the worker context at startup (`{fn.name.value}`)"
+    return None
+
+
+def _subscript_key(target: cst.Subscript) -> str | None:
+    if len(target.slice) == 1 and isinstance(target.slice[0].slice, cst.Index):
+        key = target.slice[0].slice.value
+        if isinstance(key, cst.SimpleString) and isinstance(key.evaluated_value, str):
+            return key.evaluated_value
+    return None
+
+
+def _flows_to(index: CallIndex, call: cst.Call, fn: cst.FunctionDef) -> Iterator[cst.BaseExpression | None]:
+    """Where the call's value is kept: assignment targets, directly or through one
+    local name (``db = Session(); ctx["db"] = db``); None for a ``return``."""
+    parent = index.parent_of(call)
+    if isinstance(parent, cst.Return):
+        yield None
+        return
+    if not isinstance(parent, (cst.Assign, cst.AnnAssign)) or parent.value is not call:
+        return
+    targets = [t.target for t in parent.targets] if isinstance(parent, cst.Assign) else [parent.target]
+    locals_ = set()
+    for target in targets:
+        if isinstance(target, cst.Name):
+            locals_.add(target.value)
+        else:
+            yield target
+    if not locals_:
+        return
+    for node in walk_scope(fn):
+        if isinstance(node, cst.Return) and isinstance(node.value, cst.Name) and node.value.value in locals_:
+            yield None
+        elif isinstance(node, cst.Assign) and isinstance(node.value, cst.Name) and node.value.value in locals_:
+            for t in node.targets:
+                if not isinstance(t.target, cst.Name):
+                    yield t.target
+
+
+def _is_cached(resolver: Resolver, fn: cst.FunctionDef, scope: Scope) -> bool:
+    outer = scope.parent or scope
+    for decorator in fn.decorators:
+        expr = decorator.decorator.func if isinstance(decorator.decorator, cst.Call) else decorator.decorator
+        if resolver.qualify(expr, outer) in _CACHES:
+            return True
+    return False
+
+
+def _is_singleton(cls: cst.ClassDef) -> bool:
+    """``class Db(metaclass=Singleton)``, ``class Db(Singleton)``, or a ``__new__``
+    that keeps the instance it hands out (``cls._instance``)."""
+    for arg in (*cls.bases, *cls.keywords):
+        name = dotted(arg.value)
+        if name is not None and "singleton" in name.rsplit(".", 1)[-1].lower():
+            return True
+    for statement in cls.body.body:
+        if isinstance(statement, cst.FunctionDef) and statement.name.value == "__new__":
+            for node in walk_scope(statement):
+                if isinstance(node, cst.Attribute) and "instance" in node.attr.value.lower():
+                    return True
+    return False
 
 
 def _held_by(index: CallIndex, call: cst.Call) -> tuple[str, str] | None:

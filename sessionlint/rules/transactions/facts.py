@@ -15,10 +15,10 @@ from sessionlint.analysis.walk import SCOPE_NODES, scope_nodes_of, walk
 
 # Session methods that talk to the database, so a database error can come out of them
 # (and leave the transaction needing a rollback). ``add``/``delete`` only stage changes;
-# they fail at the next flush, which is one of these.
+# they fail at the next flush, which is one of these. ``exec`` is SQLModel's ``execute``.
 WORK_METHODS = frozenset(
     {
-        "flush", "commit", "execute", "scalar", "scalars", "get", "get_one", "query",
+        "flush", "commit", "execute", "exec", "scalar", "scalars", "get", "get_one", "query",
         "refresh", "bulk_save_objects", "bulk_insert_mappings", "bulk_update_mappings",
     }
 )
