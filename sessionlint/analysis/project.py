@@ -19,7 +19,7 @@ import dataclasses
 import os
 import re
 import symtable
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +58,24 @@ class Uses:
 
     removes: set[str] = field(default_factory=set)
     passed: list[tuple[str, str | None, int | str]] = field(default_factory=list)
+    # Those whose ``.remove`` is referenced in a teardown hook (see ``_is_hook``).
+    hook_removes: set[str] = field(default_factory=set)
+
+
+# Hooks that run at the end of every request, task, test or process: decorators and
+# registration calls (by their last name), signals whose ``connect`` registers one,
+# and method names frameworks call at the end (Tornado's ``on_finish``, unittest's
+# ``tearDown``).
+HOOK_REGISTRARS = frozenset(
+    {
+        "teardown_request", "teardown_appcontext", "after_request", "teardown_websocket",
+        "add_finished_callback", "addCleanup", "addClassCleanup", "register",
+    }
+)
+HOOK_SIGNALS = frozenset(
+    {"task_postrun", "task_success", "task_failure", "task_revoked", "worker_process_shutdown", "request_finished"}
+)
+HOOK_METHODS = frozenset({"on_finish", "tearDown", "tearDownClass", "teardown_method", "teardown_class", "teardown_function"})
 
 
 @dataclass
@@ -274,7 +292,7 @@ class ProjectIndex:
         summarizer = _Summarizer(self, path, facts.name)
         summarizer.facts = facts
         summarizer.defined = {*facts.values, *facts.classes, *facts.functions}
-        _UsesScanner(summarizer, found).scan(body)
+        _UsesScanner(summarizer, found, _registered_hooks(tree)).scan(body)
         return found
 
     # -- project-wide facts ---------------------------------------------------
@@ -316,9 +334,23 @@ class ProjectIndex:
         Any such use spells the registry by one of its names: its own, or a name a
         module re-exports it under (found as a fixpoint). Only the files spelling one
         are parsed, and the result depends on nothing else (for the result cache)."""
-        found = self._released.get(origin)
+        return self._registry_scan(origin, "released", self._releases)
+
+    def registry_torn_down(self, origin: str) -> bool:
+        """Whether a teardown hook somewhere in the project removes the registry
+        ``origin``: a function registered with ``teardown_request``/``after_request``/
+        ``teardown_appcontext`` (decorator or call), a Celery ``task_postrun``-style
+        signal, ``atexit.register``, Pyramid's ``add_finished_callback``, a pytest
+        fixture (after its ``yield``), ``tearDown``/``addCleanup`` or Tornado's
+        ``on_finish``. Then every request or task ends with the registry removed, and
+        one more ``remove()`` elsewhere needs no ``finally``."""
+        return self._registry_scan(origin, "torn-down", self._tears_down)
+
+    def _registry_scan(self, origin: str, question: str, answers: Callable[[str, str, frozenset[str]], bool]) -> bool:
+        key = origin if question == "released" else f"{question}:{origin}"
+        found = self._released.get(key)
         if found is not None:
-            self._note_scan(origin, found[1])
+            self._note_scan(key, found[1])
             return found[0]
         outer, self.touched = self.touched, set()
         spellings = {origin.rsplit(".", 1)[-1]}
@@ -346,7 +378,7 @@ class ProjectIndex:
                 path
                 for path in sorted(inputs)
                 if (b"remove" in self.file_bytes(path) or argument.search(_IMPORTS.sub(b"", self.file_bytes(path))))
-                and self._releases(path, origin, words)
+                and answers(path, origin, words)
             ),
             None,
         )
@@ -355,8 +387,8 @@ class ProjectIndex:
             frozenset(inputs), words, frozenset({kept_by} if kept_by else ()), frozenset(self.touched)
         )
         self.touched = outer
-        self._released[origin] = (released, scan)
-        self._note_scan(origin, scan)
+        self._released[key] = (released, scan)
+        self._note_scan(key, scan)
         return released
 
     def instantiated_at_import(self, qname: str) -> str | None:
@@ -420,6 +452,10 @@ class ProjectIndex:
     def _is_registry(self, qname: str | None, origin: str) -> bool:
         kind = self.kind_of(qname)
         return kind is not None and kind.tag == "registry" and kind.origin == origin
+
+    def _tears_down(self, path: str, origin: str, words: frozenset[str]) -> bool:
+        """Whether the module at ``path`` removes the registry ``origin`` in a teardown hook."""
+        return any(self._is_registry(qname, origin) for qname in self.uses(path, words).hook_removes)
 
     def _releases(self, path: str, origin: str, words: frozenset[str]) -> bool:
         """Whether the module at ``path`` removes or hands out the registry ``origin``."""
@@ -1100,13 +1136,14 @@ class _UsesScanner:
     qualified names passed as call arguments, with function-local imports and simple
     aliases (``registry = db.db_session``) resolved; parameters shadow globals."""
 
-    def __init__(self, summarizer: _Summarizer, uses: Uses) -> None:
+    def __init__(self, summarizer: _Summarizer, uses: Uses, hooks: frozenset[str] = frozenset()) -> None:
         self.summarizer = summarizer
         self.facts = summarizer.facts
         self.uses = uses
+        self.hooks = hooks  # names of functions the module registers as teardown hooks
 
     def scan(self, body: list[ast.stmt]) -> None:
-        self._walk(body, {})
+        self._walk(body, {}, False)
 
     def _qualify(self, expr: ast.expr, local: dict[str, str | None]) -> str | None:
         if isinstance(expr, ast.Name):
@@ -1154,7 +1191,7 @@ class _UsesScanner:
                         )
         return local
 
-    def _walk(self, body: list[ast.stmt] | list[ast.expr], local: dict[str, str | None]) -> None:
+    def _walk(self, body: list[ast.stmt] | list[ast.expr], local: dict[str, str | None], in_hook: bool) -> None:
         stack: list[ast.AST] = list(body)
         while stack:
             node = stack.pop()
@@ -1163,16 +1200,28 @@ class _UsesScanner:
                     stack.append(decorator)
                 inner = self._locals(node, local)
                 if isinstance(node, ast.Lambda):
-                    self._walk([node.body], inner)
+                    self._walk([node.body], inner, in_hook)
                 else:
-                    self._walk(node.body, inner)
+                    self._walk(node.body, inner, in_hook or _is_hook(node, self.hooks))
                 continue
             if isinstance(node, ast.Attribute) and node.attr == "remove":
                 qname = self._qualify(node.value, local)
                 if qname:
                     self.uses.removes.add(qname)
+                    if in_hook:
+                        self.uses.hook_removes.add(qname)
             elif isinstance(node, ast.Call):
                 callee = self._qualify(node.func, local)
+                if _registers_hook(node):
+                    # ``atexit.register(db.remove)``, ``self.addCleanup(Session.remove)``,
+                    # ``app.teardown_appcontext(lambda exc: Session.remove())``
+                    for arg in node.args:
+                        if isinstance(arg, ast.Attribute) and arg.attr == "remove":
+                            qname = self._qualify(arg.value, local)
+                            if qname:
+                                self.uses.hook_removes.add(qname)
+                        elif isinstance(arg, ast.Lambda):
+                            self._walk([arg.body], self._locals(arg, local), True)
                 for position, arg in enumerate(node.args):
                     if isinstance(arg, (ast.Name, ast.Attribute)):
                         qname = self._qualify(arg, local)
@@ -1184,6 +1233,62 @@ class _UsesScanner:
                         if qname:
                             self.uses.passed.append((qname, callee, keyword.arg))
             stack.extend(ast.iter_child_nodes(node))
+
+
+def _last_name(expr: ast.expr) -> str | None:
+    if isinstance(expr, ast.Call):
+        expr = expr.func
+    if isinstance(expr, ast.Attribute):
+        return expr.attr
+    if isinstance(expr, ast.Name):
+        return expr.id
+    return None
+
+
+def _registers_hook(call: ast.Call) -> bool:
+    """``app.teardown_request(f)``, ``atexit.register(f)``, ``task_postrun.connect(f)``..."""
+    func = call.func
+    if not isinstance(func, ast.Attribute):
+        return False
+    if func.attr == "connect":
+        return _last_name(func.value) in HOOK_SIGNALS
+    if func.attr == "register":
+        return _last_name(func.value) == "atexit"
+    return func.attr in HOOK_REGISTRARS
+
+
+def _registered_hooks(tree: ast.Module) -> frozenset[str]:
+    """Names of the functions and methods a module registers as teardown hooks by a
+    call (``app.after_request(ckan_after_request)``, ``atexit.register(self.close)``)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _registers_hook(node):
+            for arg in node.args:
+                if isinstance(arg, (ast.Name, ast.Attribute)):
+                    name = _last_name(arg)
+                    if name is not None:
+                        names.add(name)
+    return frozenset(names)
+
+
+def _is_hook(node: ast.FunctionDef | ast.AsyncFunctionDef, registered: frozenset[str]) -> bool:
+    """A function that runs at the end of each request, task, test or process."""
+    if node.name in registered or node.name in HOOK_METHODS:
+        return True
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        if isinstance(target, ast.Attribute):
+            if target.attr == "connect":
+                if _last_name(target.value) in HOOK_SIGNALS:
+                    return True
+            elif target.attr == "register":
+                if _last_name(target.value) == "atexit":
+                    return True
+            elif target.attr in HOOK_REGISTRARS:
+                return True
+        if _last_name(target) == "fixture" and any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in _own_nodes(node.body)):
+            return True  # a pytest fixture: what follows its yield is the teardown
+    return False
 
 
 def _own_nodes(body: list[ast.stmt]) -> Iterable[ast.AST]:

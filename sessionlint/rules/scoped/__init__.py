@@ -6,7 +6,13 @@ import libcst as cst
 
 from sessionlint.analysis.sessions import analyzer_for
 from sessionlint.rules.base import Rule
-from sessionlint.rules.scoped.facts import module_registries, registry_calls, remove_guaranteed, thread_local_uses
+from sessionlint.rules.scoped.facts import (
+    is_teardown_hook,
+    module_registries,
+    registry_calls,
+    remove_guaranteed,
+    thread_local_uses,
+)
 
 
 class ScopedSessionNotRemoved(Rule):
@@ -115,8 +121,13 @@ class RemoveNotGuaranteed(Rule):
     ## Known problems
     Logging calls, `print()` and `close()`/`rollback()` before the `remove()` are
     assumed not to raise. A teardown hook whose first statement is `remove()` is fine.
-    Flask-SQLAlchemy's `db.session` is left alone: the extension removes it itself when
-    the application context ends.
+    When a teardown hook anywhere in the project removes the registry (`teardown_request`,
+    `after_request`, `teardown_appcontext`, a Celery `task_postrun` handler,
+    `atexit.register`, Pyramid's `add_finished_callback`, a pytest fixture after its
+    `yield`, `tearDown`, `addCleanup`, Tornado's `on_finish`), an extra `remove()`
+    elsewhere is not reported: the hook removes the session at the end of every
+    request or task anyway. Flask-SQLAlchemy's `db.session` is left alone: the extension
+    removes it itself when the application context ends.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/orm/contextual.html#using-thread-local-scope-with-web-applications
@@ -129,9 +140,12 @@ class RemoveNotGuaranteed(Rule):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         tx = analyzer_for(self.ctx.resolver)
-        for call, key in registry_calls(tx, node, "remove"):
-            if not remove_guaranteed(tx, call, key, node):
-                self.report(call, var=key)
+        for call, key, kind in registry_calls(tx, node, "remove"):
+            if remove_guaranteed(tx, call, key, node):
+                continue
+            if kind.origin and not is_teardown_hook(node) and self.ctx.resolver.index.registry_torn_down(kind.origin):
+                continue  # a teardown hook removes it at the end of every request or task anyway
+            self.report(call, var=key)
 
 
 class ThreadScopedSessionInAsync(Rule):

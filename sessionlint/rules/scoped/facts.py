@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from sessionlint.analysis.kinds import Kind
+from sessionlint.analysis.project import HOOK_METHODS, HOOK_REGISTRARS, HOOK_SIGNALS
 from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await
 from sessionlint.analysis.sqla import CLOSE_METHODS, ROLLBACK_METHODS
 from sessionlint.analysis.sessions import TxAnalyzer
@@ -96,8 +97,8 @@ def is_thread_local(kind: Kind | None) -> bool:
 # -- SES302 ----------------------------------------------------------------------------
 
 
-def registry_calls(tx: TxAnalyzer, fn: cst.FunctionDef, method: str) -> Iterator[tuple[cst.Call, str]]:
-    """``<registry>.<method>(...)`` calls in ``fn``'s own body: (call, registry spelling).
+def registry_calls(tx: TxAnalyzer, fn: cst.FunctionDef, method: str) -> Iterator[tuple[cst.Call, str, Kind]]:
+    """``<registry>.<method>(...)`` calls in ``fn``'s own body: (call, registry spelling, kind).
     Registries a framework removes itself (Flask-SQLAlchemy's ``db.session``) are left
     out: their lifetime is not the code's to manage."""
     scope = tx.function(fn).scope
@@ -106,7 +107,26 @@ def registry_calls(tx: TxAnalyzer, fn: cst.FunctionDef, method: str) -> Iterator
             kind = tx.resolver.kind(sub.func.value, scope)
             key = dotted(sub.func.value)
             if kind is not None and kind.tag == "registry" and not kind.managed and key is not None:
-                yield sub, key
+                yield sub, key, kind
+
+
+def is_teardown_hook(fn: cst.FunctionDef) -> bool:
+    """A function decorated as a teardown hook (``@app.teardown_appcontext``,
+    ``@task_postrun.connect``, ``@atexit.register``), or named as one a framework calls
+    (``tearDown``, ``on_finish``). See ``ProjectIndex.registry_torn_down``."""
+    if fn.name.value in HOOK_METHODS:
+        return True
+    for decorator in fn.decorators:
+        target = decorator.decorator.func if isinstance(decorator.decorator, cst.Call) else decorator.decorator
+        if not isinstance(target, cst.Attribute):
+            continue
+        owner = (dotted(target.value) or "").rsplit(".", 1)[-1]
+        attr = target.attr.value
+        if (attr == "connect" and owner in HOOK_SIGNALS) or (attr == "register" and owner == "atexit"):
+            return True
+        if attr not in ("connect", "register") and attr in HOOK_REGISTRARS:
+            return True
+    return False
 
 
 def remove_guaranteed(tx: TxAnalyzer, call: cst.Call, key: str, fn: cst.FunctionDef) -> bool:
