@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
-from sessionlint.analysis.sqla import names_sqla, sqla_kind
+from sessionlint.analysis.sqla import API_NAMES, names_sqla, sqla_kind
 
 # Module paths through which SQLAlchemy's API is reached (``import sqlalchemy as sa``,
 # ``from sqlalchemy import orm``, ``from sqlalchemy.ext import asyncio``).
@@ -190,6 +190,12 @@ class Relevance:
                 last = qname.rsplit(".", 1)[-1]
                 if qname.startswith("sqlalchemy") or last in names or qname in self._modules or self.index.is_configured_factory(qname):
                     if self._interesting(qname):
+                        tokens.add(name)
+            for star in facts.star_imports:
+                # ``from db import *``: the project names that module gives meaning to.
+                candidates = API_NAMES if star.startswith("sqlalchemy") else names
+                for name in candidates:
+                    if name not in tokens and self._interesting(f"{star}.{name}"):
                         tokens.add(name)
         else:
             known = self._exported

@@ -257,6 +257,11 @@ class Resolver:
                 return self.facts.imports[name]
             if name in self.facts.values or name in self.facts.classes or name in self.facts.functions:
                 return f"{self.facts.name}.{name}"
+            for star in self.facts.star_imports:
+                # ``from db import *`` (and ``from sqlalchemy import *``): the first
+                # star-imported module that gives the name a meaning.
+                if self.index.kind_of(f"{star}.{name}") is not None:
+                    return f"{star}.{name}"
             return None
         if isinstance(expr, cst.Attribute):
             base = self.qualify(expr.value, scope)

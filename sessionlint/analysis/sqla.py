@@ -44,6 +44,9 @@ for _name in (
     _API[_name] = Kind("api", api=_name)
 
 
+API_NAMES = frozenset(_API)
+
+
 def sqla_kind(qname: str) -> Kind | None:
     """The kind of a ``sqlalchemy.*`` qualified name, or None."""
     if not qname.startswith("sqlalchemy"):

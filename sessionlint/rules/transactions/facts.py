@@ -10,7 +10,7 @@ import libcst as cst
 from sessionlint.analysis.entry import starts_unit_of_work
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await
-from sessionlint.analysis.sessions import RAISE, RESET, SessionRef, TxAnalyzer, block_of, own_nodes
+from sessionlint.analysis.sessions import RESET_METHODS, RAISE, RESET, SessionRef, TxAnalyzer, block_of, own_nodes
 from sessionlint.analysis.walk import SCOPE_NODES, scope_nodes_of, walk
 
 # Session methods that talk to the database, so a database error can come out of them
@@ -134,9 +134,21 @@ def swallowing_handlers(tx: TxAnalyzer, fn: cst.FunctionDef) -> Iterator[tuple[c
                     if unit_of_work is None:
                         unit_of_work = starts_unit_of_work(tx.resolver, fn)
                     long_lived = not unit_of_work
-                if long_lived or tx.used_after(node, modes, ref, fn):
+                if long_lived or tx.used_after(node, modes, ref, fn) or _retried_in_handler(tx, handler, ref.key, fn):
                     yield handler, ref
                     break
+
+
+def _retried_in_handler(tx: TxAnalyzer, handler: cst.ExceptHandler | cst.ExceptStarHandler, key: str, fn: cst.FunctionDef) -> bool:
+    """The handler itself does session work again (a retry, an error log row) before
+    any statement of it rolls back: that work meets the failed transaction."""
+    for statement in handler.body.body:
+        calls = [c for c in tx.session_calls(statement, fn) if c.ref.key == key]
+        if any(c.method in RESET_METHODS for c in calls):
+            return False
+        if any(c.method in WORK_METHODS or c.method in WRITE_METHODS for c in calls):
+            return True
+    return False
 
 
 # -- SES202: session blocks that write and never commit --------------------------------
