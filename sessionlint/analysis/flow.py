@@ -65,7 +65,8 @@ class Site:
 # Values a local name can hold, as far as we track: a site, a holder of a site (an
 # object built from it), or None.
 Val = tuple[str, int]
-NONE: Val = ("none", -1)
+NONE: Val = ("none", -1)  # None, or False
+TRUTHY: Val = ("truthy", -1)  # True
 
 
 class Path:
@@ -530,6 +531,8 @@ class FlowAnalyzer:
             return self._rebind(path, op.name, ("holder", site))
         if what == "none":
             return self._rebind(path, op.name, NONE)
+        if what == "truthy":
+            return self._rebind(path, op.name, TRUTHY)
         if what == "forget":
             return self._rebind(path, op.name, None) if op.name in path.env else path
         if what == "escape-site":
@@ -562,6 +565,8 @@ class FlowAnalyzer:
             return cached
         ops: list[Op] = []
         may_raise = _may_raise(node)
+        if isinstance(node, cst.Assign) and may_raise and not _may_raise(node.value):
+            may_raise = any(_store_may_raise(t.target) for t in node.targets)
         if isinstance(node, cst.Assign):
             ops = self._compile_assign([t.target for t in node.targets], node.value)
         elif isinstance(node, cst.AnnAssign):
@@ -626,11 +631,19 @@ class FlowAnalyzer:
         kind = self.resolver.call_result_kind(call, self.scope)
         if kind is None or kind.tag not in ("session", "connection"):
             return None
-        bound = kind.tag == "session" and self._bound_to_connection(call)
+        bound = kind.tag == "session" and (self._bound_to_connection(call) or self._unbound(call))
         site = Site(len(self.facts.sites), call, kind.tag, not kind.scoped, kind.is_async, bound)
         self.facts.sites.append(site)
         self._site_by_node[id(call)] = site
         return site
+
+    def _unbound(self, call: cst.Call) -> bool:
+        """``Session()`` of the class itself, with no bind: it can never check out a
+        connection (nova's ``orm.Session().merge(obj, load=False)`` to copy objects)."""
+        if call.args:
+            return False
+        callee = self.resolver.kind(call.func, self.scope)
+        return callee is not None and callee.tag == "session_class"
 
     def _bound_to_connection(self, call: cst.Call) -> bool:
         """``Session(bind=conn)``/``Session(conn)``/``factory(bind=conn)`` where ``conn``
@@ -650,6 +663,8 @@ class FlowAnalyzer:
         if isinstance(expr, cst.Call):
             if self.resolver.qualify(expr.func, self.scope) in _BORROWED_CONNECTIONS:
                 return True
+            if isinstance(expr.func, cst.Attribute) and expr.func.attr.value == "connection" and not expr.args:
+                return True  # ``other_session.connection()``: that session's connection
             kind = self.resolver.call_result_kind(expr, self.scope)
             return kind is not None and kind.tag == "connection"
         if not isinstance(expr, cst.Name) or depth > 3:
@@ -719,8 +734,12 @@ class FlowAnalyzer:
         if stores:
             ops.extend(Op("escape", n) for n in carried)
         for name in local_names:
-            if _is_none(inner):
+            if _is_none(inner) or (isinstance(inner, cst.Name) and inner.value == "False"):
                 ops.append(Op("none", name))  # before the alias case: None is a Name too
+            elif isinstance(inner, cst.Name) and inner.value == "True":
+                # An ownership flag (``owned = True`` where the session is made, then
+                # ``finally: if owned: s.close()``): ``if owned:`` follows it.
+                ops.append(Op("truthy", name))
             elif isinstance(inner, cst.Name):
                 ops.append(Op("alias", name, other=inner.value))
             elif carried:
@@ -1010,6 +1029,20 @@ def _may_raise(node: cst.CSTNode) -> bool:
                 continue  # judged by the call it awaits
             return True
     return False
+
+
+def _store_may_raise(target: cst.BaseExpression) -> bool:
+    """Whether storing into ``target`` may raise: ``kwargs["db"] = s`` (a literal key
+    into a local mapping) is taken not to."""
+    if (
+        isinstance(target, cst.Subscript)
+        and isinstance(target.value, cst.Name)
+        and len(target.slice) == 1
+        and isinstance(target.slice[0].slice, cst.Index)
+        and isinstance(target.slice[0].slice.value, (cst.SimpleString, cst.Integer))
+    ):
+        return False
+    return _may_raise(target)
 
 
 def _catches_everything(handler_type: cst.BaseExpression) -> bool:

@@ -698,6 +698,8 @@ class _Summarizer:
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
         summary = self._walked_summary(node)
+        if _registers_cleanup(node):
+            return summary  # it lends what it returns: the cleanup it registers closes it
         declared = self._declared(node)
         returns = self._returned_call(node) or declared
         if returns is None:
@@ -1233,6 +1235,21 @@ class _UsesScanner:
                         if qname:
                             self.uses.passed.append((qname, callee, keyword.arg))
             stack.extend(ast.iter_child_nodes(node))
+
+
+# Registrations of a callback that ends the request or test: a function that makes a
+# session, registers one and returns the session lends it (warehouse's
+# ``_create_session`` closes it in ``request.add_finished_callback(cleanup)``).
+_CLEANUP_REGISTRARS = frozenset({"add_finished_callback", "add_response_callback", "addfinalizer", "call_on_close", "addCleanup"})
+
+
+def _registers_cleanup(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    for statement in _statements(node.body):
+        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
+            func = statement.value.func
+            if isinstance(func, ast.Attribute) and func.attr in _CLEANUP_REGISTRARS:
+                return True
+    return False
 
 
 def _last_name(expr: ast.expr) -> str | None:

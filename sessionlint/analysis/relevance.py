@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
-from sessionlint.analysis.sqla import API_NAMES, names_sqla, sqla_kind
+from sessionlint.analysis.sqla import API_NAMES, FACTORY_WORDS, names_sqla, sqla_kind
 
 # Module paths through which SQLAlchemy's API is reached (``import sqlalchemy as sa``,
 # ``from sqlalchemy import orm``, ``from sqlalchemy.ext import asyncio``).
@@ -214,12 +214,16 @@ class Relevance:
     def plan(self, path: str, data: bytes) -> Plan:
         """Which parts of the file at ``path`` (with contents ``data``) stage 2 needs."""
         self.project_names()
-        if not names_sqla(data) and (self._name_regex is None or not self._name_regex.search(data)):
+        # Factories known only by their names (``product.session_factory()``).
+        named = {word.decode() for word in FACTORY_WORDS.findall(data)} if b"ession" in data else set()
+        if not named and not names_sqla(data) and (self._name_regex is None or not self._name_regex.search(data)):
             return Plan(False)
         facts = self.index.facts_for_path(path)
         if not facts.parsed:
             return Plan(True)  # let stage 2 report the syntax error
         tokens = self.module_tokens(facts)
+        if named and not tokens:
+            tokens = named
         if not tokens:
             return Plan(False)
         apis = frozenset(self._apis(facts, tokens))
@@ -228,7 +232,8 @@ class Relevance:
         lines = data.splitlines(keepends=True)
         blank = []
         for first, last in facts.blocks:
-            if not regex.search(b"".join(lines[first - 1 : last])):
+            block = b"".join(lines[first - 1 : last])
+            if not regex.search(block) and not (named and FACTORY_WORDS.search(block)):
                 blank.append((first, last))
         return Plan(True, tuple(blank), apis)
 

@@ -8,13 +8,14 @@ aliases, re-exports); class bodies are not enclosing scopes for their methods.
 
 from __future__ import annotations
 
+
 from dataclasses import dataclass, field
 import libcst as cst
 
 from sessionlint.analysis.calls import call_index
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
-from sessionlint.analysis.sqla import external_module
+from sessionlint.analysis.sqla import FACTORY_GETTER, FACTORY_NAME, FACTORY_SETTER, external_module
 from sessionlint.analysis.walk import ScopeNode as ScopeNode, walk_scope
 
 CONNECT_METHODS = frozenset({"connect", "raw_connection", "begin"})
@@ -341,6 +342,24 @@ class Resolver:
             return None
         return self.index.function_returns(summary, f"{self.facts.name}.{current.cls.name.value}.{method}", None)
 
+    def _named_factory_call(self, func: cst.BaseExpression, scope: Scope) -> Kind | None:
+        """A call of something the analysis cannot trace, whose name says it makes
+        sessions (``product.session_factory()``, ``maker = self.get_sessionmaker();
+        maker()``): a new session. Names only, so only the unmistakable ones, and
+        only without positional arguments (Pyramid's HTTP ``session_factory(request)``
+        takes one; a ``sessionmaker`` takes none)."""
+        if isinstance(func, cst.Name):
+            name = func.value
+        elif isinstance(func, cst.Attribute):
+            name = func.attr.value
+        else:
+            return None
+        if not FACTORY_NAME.match(name) or FACTORY_SETTER.match(name) or self.qualify(func, scope) is not None:
+            return None
+        if FACTORY_GETTER.match(name):  # ``self.get_sessionmaker()`` hands out the factory
+            return Kind("factory", is_async=scope.is_async, origin=f"name:{name}")
+        return Kind("session", is_async=scope.is_async, origin=f"name:{name}")
+
     def call_result_kind(self, call: cst.Call, scope: Scope) -> Kind | None:
         """What a call returns: ``sessionmaker()`` a factory, ``Factory()`` a session..."""
         func = call.func
@@ -354,7 +373,9 @@ class Resolver:
                 return returned
         callee = self.kind(func, scope)
         if callee is None:
-            return None
+            if any(arg.keyword is None for arg in call.args):
+                return None  # ``SessionFactory(secret, url)``, ``session_factory(request)``: web sessions
+            return self._named_factory_call(func, scope)
         keywords: dict[str, str | None] = {}
         for arg in call.args:
             if arg.keyword is not None:

@@ -7,6 +7,8 @@ modules does not hide it. Names outside ``sqlalchemy`` never match.
 
 from __future__ import annotations
 
+import re
+
 from sessionlint.analysis.kinds import FLASK_SQLALCHEMY_API, Kind
 
 # Methods that release a session's or connection's resources. ``Session.close()``,
@@ -45,6 +47,15 @@ for _name in (
 
 
 API_NAMES = frozenset(_API)
+
+# Names that say "session factory", for calls whose callee cannot be traced
+# (``product.session_factory()``); a getter of one hands out the factory itself
+# (``self.get_sessionmaker()``), a setter registers one. ``FACTORY_WORDS`` finds them
+# in a file's bytes (stage 1 keeps the blocks that spell one).
+FACTORY_NAME = re.compile(r"^_*(?:\w+_)?(?:session_?factory|session_?maker)$|^Session(?:Local|Factory|Maker)$", re.IGNORECASE)
+FACTORY_GETTER = re.compile(r"^_*(?:get|make|create|build|new)_", re.IGNORECASE)
+FACTORY_SETTER = re.compile(r"^_*(?:set|register|add|configure|init|install)_", re.IGNORECASE)
+FACTORY_WORDS = re.compile(rb"\b\w*(?:session_?factory|session_?maker)\b|\bSession(?:Local|Factory|Maker)\b", re.IGNORECASE)
 
 
 def sqla_kind(qname: str) -> Kind | None:

@@ -110,6 +110,8 @@ def swallowing_handlers(tx: TxAnalyzer, fn: cst.FunctionDef) -> Iterator[tuple[c
                 continue
             if _inside_transactionblock_of(call.call, call.ref.key, tx, fn, stop=node):
                 continue  # the savepoint/transaction block rolls back on the way out
+            if call.ref.kind.managed and _inside_app_context(call.call, tx, fn, node):
+                continue  # leaving ``with app.app_context():`` removed ``db.session``
             refs[call.ref.key] = call.ref
         if not refs:
             continue
@@ -137,6 +139,25 @@ def swallowing_handlers(tx: TxAnalyzer, fn: cst.FunctionDef) -> Iterator[tuple[c
                 if long_lived or tx.used_after(node, modes, ref, fn) or _retried_in_handler(tx, handler, ref.key, fn):
                     yield handler, ref
                     break
+
+
+def _inside_app_context(call: cst.Call, tx: TxAnalyzer, fn: cst.FunctionDef, stop: cst.CSTNode) -> bool:
+    """Within a ``with <app>.app_context():`` (or ``test_request_context()``) inside
+    ``stop``: Flask-SQLAlchemy removes its session when that context ends, so the
+    ``except`` after it meets a fresh one."""
+    for ancestor in tx.ancestors(call, fn):
+        if ancestor is stop:
+            return False
+        if isinstance(ancestor, cst.With):
+            for item in ancestor.items:
+                inner = item.item
+                if (
+                    isinstance(inner, cst.Call)
+                    and isinstance(inner.func, cst.Attribute)
+                    and inner.func.attr.value in ("app_context", "test_request_context", "request_context")
+                ):
+                    return True
+    return False
 
 
 def _retried_in_handler(tx: TxAnalyzer, handler: cst.ExceptHandler | cst.ExceptStarHandler, key: str, fn: cst.FunctionDef) -> bool:
