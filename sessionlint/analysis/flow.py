@@ -220,6 +220,10 @@ class FlowAnalyzer:
         self._site_by_node: dict[int, Site] = {}
         self._ops: dict[int, tuple[list[Op], bool]] = {}
         self._class_methods: dict[str, object] | None = None
+        # Inside a ``finally`` block: its cleanup calls are taken not to raise, so a
+        # ``close()`` there counts even after ``untrack(session)`` (SES102 asks for
+        # the close in a ``finally``, not for a ``finally`` that cannot fail).
+        self._in_finally = 0
 
     # -- entry ----------------------------------------------------------------
 
@@ -281,7 +285,7 @@ class FlowAnalyzer:
             if not current:
                 break
             ops, may_raise = self._compile_small(small)
-            if may_raise:
+            if may_raise and not self._in_finally:
                 for path in current:
                     outcome.raises.add(path.raised())
             after = self._applied(current, ops)
@@ -329,7 +333,7 @@ class FlowAnalyzer:
         if expr is None:
             return paths
         ops, may_raise = self._compile_expr_cached(expr)
-        if may_raise:
+        if may_raise and not self._in_finally:
             for path in paths:
                 outcome.raises.add(path.raised())
         if not ops:
@@ -440,7 +444,11 @@ class FlowAnalyzer:
         ):
             if not source:
                 continue
-            out = self._exec_suite(final, source)
+            self._in_finally += 1
+            try:
+                out = self._exec_suite(final, source)
+            finally:
+                self._in_finally -= 1
             result.absorb_jumps(out)
             getattr(result, sink).update(out.normal)
         return result

@@ -1249,6 +1249,10 @@ def _registers_cleanup(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
             func = statement.value.func
             if isinstance(func, ast.Attribute) and func.attr in _CLEANUP_REGISTRARS:
                 return True
+        elif isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            # ``@request.add_finished_callback`` on a nested ``def cleanup(request):``
+            if any(isinstance(d, ast.Attribute) and d.attr in _CLEANUP_REGISTRARS for d in statement.decorator_list):
+                return True
     return False
 
 

@@ -9,6 +9,7 @@ from sessionlint.rules.base import Rule
 from sessionlint.rules.scoped.facts import (
     is_teardown_hook,
     module_registries,
+    used_after_remove,
     registry_calls,
     remove_guaranteed,
     thread_local_uses,
@@ -141,7 +142,7 @@ class RemoveNotGuaranteed(Rule):
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         tx = analyzer_for(self.ctx.resolver)
         for call, key, kind in registry_calls(tx, node, "remove"):
-            if remove_guaranteed(tx, call, key, node):
+            if remove_guaranteed(tx, call, key, node) or used_after_remove(tx, call, key, node):
                 continue
             if kind.origin and not is_teardown_hook(node) and self.ctx.resolver.index.registry_torn_down(kind.origin):
                 continue  # a teardown hook removes it at the end of every request or task anyway

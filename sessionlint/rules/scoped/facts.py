@@ -129,6 +129,21 @@ def is_teardown_hook(fn: cst.FunctionDef) -> bool:
     return False
 
 
+def used_after_remove(tx: TxAnalyzer, call: cst.Call, key: str, fn: cst.FunctionDef) -> bool:
+    """The registry is used again after this ``remove()`` in the function (``remove();
+    Session.configure(bind=engine)`` in a test's setup): a reset of the thread's
+    session, not the cleanup at the end of a unit of work."""
+    current: cst.CSTNode = call
+    for ancestor in tx.ancestors(call, fn):
+        if isinstance(ancestor, cst.IndentedBlock):
+            body = list(ancestor.body)
+            position = next((i for i, statement in enumerate(body) if statement is current), None)
+            if position is not None and any(tx.uses(statement, key, fn) for statement in body[position + 1 :]):
+                return True
+        current = ancestor
+    return False
+
+
 def remove_guaranteed(tx: TxAnalyzer, call: cst.Call, key: str, fn: cst.FunctionDef) -> bool:
     """Whether the ``remove()`` call runs even when something before it raises: it is
     in a ``finally``, in an ``except`` (the error path itself), or nothing before it in
