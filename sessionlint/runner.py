@@ -22,6 +22,7 @@ from sessionlint import __version__
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex, syntax_problem
 from sessionlint.analysis.relevance import Relevance
 from sessionlint.analysis.sqla import names_sqla
+from sessionlint.rules.engines.facts import mysql_evidence
 from sessionlint.cache import CACHE_DIR, ResultCache, content_hash
 from sessionlint.config import Settings
 from sessionlint.diagnostics import FileResult, input_error
@@ -138,7 +139,8 @@ def _check_files(
         except OSError as exc:
             unreadable[path] = exc.strerror or str(exc)
     hashes = {path: content_hash(blob) for path, blob in data.items()}
-    key = content_hash(repr((__version__, _code_stamp(), settings.cache_key(), options.stage1, sorted(hashes))).encode())
+    evidence = mysql_evidence(str(root))  # config and dependency files (SES502)
+    key = content_hash(repr((__version__, _code_stamp(), settings.cache_key(), options.stage1, evidence, sorted(hashes))).encode())
     cache = ResultCache(root, key)
     if options.use_cache:
         cache.load()

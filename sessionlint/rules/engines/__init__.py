@@ -10,6 +10,7 @@ from sessionlint.rules.engines.facts import (
     ABANDONED,
     engine_calls,
     engine_fate,
+    mysql_evidence,
     is_cached_function,
 )
 
@@ -139,8 +140,13 @@ class MysqlPoolRecycle(Rule):
     ```
 
     ## Known problems
-    A URL read from configuration or the environment is not visible and not checked;
-    so is a `**options` call (it may set `pool_recycle`), and a `pool_recycle` whose
+    A URL read from configuration, the environment or a parameter is not visible; such
+    an engine is checked when the project's config and dependency files (`*.ini`,
+    `*.cfg`, `*.toml`, `*.yaml`, `.env*`, `docker-compose*`, `requirements*.txt`,
+    `setup.py`, `Pipfile`) show MySQL (a `mysql://` URL, or `pymysql`, `mysqlclient`,
+    `mysql-connector-python`, `aiomysql`, `asyncmy`, `mariadb`) and name no other
+    server database (PostgreSQL, Oracle, SQL Server); the message says which file.
+    A `**options` call (it may set `pool_recycle`), and a `pool_recycle` whose
     value is not a literal or a name of the same file assigned once. Engines with
     `poolclass=NullPool` keep no connections between uses and are not reported. The
     server's real `wait_timeout` is checked at runtime by SES906.
@@ -164,8 +170,19 @@ class MysqlPoolRecycle(Rule):
     hint = "pass pool_recycle below the server's wait_timeout (e.g. pool_recycle=3600) and pool_pre_ping=True"
 
     def visit_Module(self, node: cst.Module) -> None:
+        evidence: str | None = None
         for engine in engine_calls(self.ctx.resolver):
-            if not engine.is_mysql or engine.poolclass == "NullPool" or engine.poolclass == "?":
+            by_project = ""
+            if engine.dialect is None and engine.url is not None:
+                # The URL is not in the code: the project's config and dependencies.
+                if evidence is None:
+                    evidence = mysql_evidence(self.ctx.resolver.index.root) or ""
+                if not evidence:
+                    continue
+                by_project = f" (the URL is not in the code; the project's MySQL: {evidence})"
+            elif not engine.is_mysql:
+                continue
+            if engine.poolclass == "NullPool" or engine.poolclass == "?":
                 continue
             recycle = engine.keywords.get("pool_recycle")
             if recycle is None:
@@ -185,7 +202,7 @@ class MysqlPoolRecycle(Rule):
                 engine.call,
                 dialect="MariaDB" if engine.dialect == "mariadb" else "MySQL",
                 var=f" `{engine.var}`" if engine.var else "",
-                problem=problem,
+                problem=problem + by_project,
             )
 
 

@@ -10,6 +10,10 @@ when the function returns. Facts only; SES501-SES503 decide what to report.
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -163,6 +167,61 @@ def _bound_name(index: CallIndex, call: cst.Call) -> str:
 # -- URLs ------------------------------------------------------------------------------
 
 
+_ENV_LOOKUPS = frozenset({"os.getenv", "os.environ.get"})
+
+# -- project evidence of the dialect ---------------------------------------------------
+#
+# When the URL is not in the code (a settings value, a parameter), the project's own
+# files can still say which database it runs on: a MySQL URL in a config file, a MySQL
+# driver among its dependencies. Only one-sided evidence counts: a project that also
+# names PostgreSQL, Oracle or SQL Server (URLs or drivers) could be using either.
+
+_CONFIG_FILE = re.compile(r"(?:\.(?:ini|cfg|toml|ya?ml|conf|env)$)|(?:^\.env)|(?:^docker-compose)|(?:^requirements.*\.(?:txt|in)$)|(?:^setup\.py$)|(?:^Pipfile$)", re.IGNORECASE)
+_SKIP_DIRS = frozenset({"node_modules", "site-packages", "__pycache__", "venv", "env", "build", "dist"})
+_MYSQL_URL = re.compile(rb"\b(?:mysql|mariadb)(?:\+\w+)?://", re.IGNORECASE)
+_MYSQL_DRIVER = re.compile(rb"(?<![\w.-])(pymysql|mysqlclient|mysql-connector-python|aiomysql|asyncmy|mariadb)(?![\w.-]*://)(?=[\s\"',=<>~!;\[]|$)", re.IGNORECASE | re.MULTILINE)
+_OTHER_DIALECT = re.compile(
+    rb"\b(?:postgres(?:ql)?|oracle|mssql)(?:\+\w+)?://|(?<![\w.-])(?:psycopg2?(?:-binary)?|asyncpg|pg8000|cx[_-]oracle|oracledb|pyodbc|pymssql)(?![\w-])",
+    re.IGNORECASE,
+)
+_MAX_EVIDENCE_FILES = 400
+
+
+@functools.lru_cache(maxsize=8)
+def mysql_evidence(root: str) -> str | None:
+    """Where the project at ``root`` shows that it runs on MySQL/MariaDB (``"pymysql in
+    requirements.txt"``), when nothing in its config and dependency files names another
+    server dialect; None otherwise. Reads files up to three directories deep."""
+    found: str | None = None
+    seen = 0
+    for directory, dirs, files in os.walk(root):
+        depth = os.path.relpath(directory, root).count(os.sep) + (directory != root)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS and depth < 3]
+        for name in sorted(files):
+            if not _CONFIG_FILE.search(name):
+                continue
+            seen += 1
+            if seen > _MAX_EVIDENCE_FILES:
+                return found
+            path = os.path.join(directory, name)
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read(1 << 20)
+            except OSError:
+                continue
+            if _OTHER_DIALECT.search(data):
+                return None
+            if found is None:
+                rel = os.path.relpath(path, root)
+                url = _MYSQL_URL.search(data)
+                driver = _MYSQL_DRIVER.search(data)
+                if url is not None:
+                    found = f"a MySQL URL in {rel}"
+                elif driver is not None:
+                    found = f"{driver.group(1).decode()} in {rel}"
+    return found
+
+
 def dialect_of_scheme(text: str) -> str | None:
     """``mysql+pymysql://u@h/db`` -> ``mysql``; None when there is no scheme."""
     if "://" not in text:
@@ -192,6 +251,18 @@ def url_dialect(
         if isinstance(first, cst.FormattedStringText):
             return dialect_of_scheme(first.value)  # the scheme must be literal
         return None
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Modulo, cst.Add)):
+        # ``"mysql://%s@%s/db" % (user, host)``, ``"mysql://" + host``: the literal prefix
+        return url_dialect(expr.left, resolver, scope, module_values, depth + 1)
+    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value == "format":
+        if isinstance(expr.func.value, (cst.SimpleString, cst.ConcatenatedString)):
+            return url_dialect(expr.func.value, resolver, scope, module_values, depth + 1)  # "mysql://{}".format(...)
+        return None
+    if isinstance(expr, cst.Call) and resolver.qualify(expr.func, scope) in _ENV_LOOKUPS:
+        # ``os.getenv("DATABASE_URL", "mysql://...")``: the default says which dialect
+        positional = positional_args(expr)
+        default = keyword_args(expr).get("default") or (positional[1].value if len(positional) > 1 else None)
+        return url_dialect(default, resolver, scope, module_values, depth + 1) if default is not None else None
     if isinstance(expr, cst.Call):
         qname = resolver.qualify(expr.func, scope) or ""
         if not qname.startswith("sqlalchemy."):
