@@ -1031,6 +1031,8 @@ def _may_raise(node: cst.CSTNode) -> bool:
                 CLOSE_METHODS | CONNECTION_CLOSE_METHODS | ROLLBACK_METHODS | {"remove"}
             ):
                 continue
+            if isinstance(func, cst.Attribute) and isinstance(func.value, (cst.SimpleString, cst.ConcatenatedString)):
+                continue  # ``"|".join(SCOPES)``: building a string is taken not to raise
             return True
         if isinstance(sub, (cst.Await, cst.Subscript, cst.Yield, cst.Raise, cst.Assert)):
             if isinstance(sub, cst.Await) and isinstance(sub.expression, cst.Call):
