@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
-from sessionlint.analysis.sqla import API_NAMES, FACTORY_WORDS, names_sqla, sqla_kind
+from sessionlint.analysis.sqla import API_NAMES, FACTORY_WORDS, SESSION_USE, names_sqla, sqla_kind
 
 # Module paths through which SQLAlchemy's API is reached (``import sqlalchemy as sa``,
 # ``from sqlalchemy import orm``, ``from sqlalchemy.ext import asyncio``).
@@ -215,7 +215,12 @@ class Relevance:
         """Which parts of the file at ``path`` (with contents ``data``) stage 2 needs."""
         self.project_names()
         # Factories known only by their names (``product.session_factory()``).
-        named = {word.decode() for word in FACTORY_WORDS.findall(data)} if b"ession" in data else set()
+        # and sessions known only by their use (``self.session.commit()``).
+        named: set[str] = set()
+        if b"ession" in data:
+            named = {word.decode() for word in FACTORY_WORDS.findall(data)}
+            if SESSION_USE.search(data):
+                named.add("session")
         if not named and not names_sqla(data) and (self._name_regex is None or not self._name_regex.search(data)):
             return Plan(False)
         facts = self.index.facts_for_path(path)
@@ -233,7 +238,7 @@ class Relevance:
         blank = []
         for first, last in facts.blocks:
             block = b"".join(lines[first - 1 : last])
-            if not regex.search(block) and not (named and FACTORY_WORDS.search(block)):
+            if not regex.search(block) and not (named and (FACTORY_WORDS.search(block) or SESSION_USE.search(block))):
                 blank.append((first, last))
         return Plan(True, tuple(blank), apis)
 

@@ -55,6 +55,9 @@ API_NAMES = frozenset(_API)
 FACTORY_NAME = re.compile(r"^_*(?:\w+_)?(?:session_?factory|session_?maker)$|^Session(?:Local|Factory|Maker)$", re.IGNORECASE)
 FACTORY_GETTER = re.compile(r"^_*(?:get|make|create|build|new)_", re.IGNORECASE)
 FACTORY_SETTER = re.compile(r"^_*(?:set|register|add|configure|init|install)_", re.IGNORECASE)
+# ``self.<attr>.commit()`` on an attribute named like a session: a session by its use
+# (``TxAnalyzer.class_attrs``); stage 1 keeps the blocks that spell one.
+SESSION_USE = re.compile(rb"\bself\.\w*[Ss]ession\w*\.(?:commit|flush|rollback|query|add_all|merge|expunge|scalars)\(")
 FACTORY_WORDS = re.compile(rb"\b\w*(?:session_?factory|session_?maker)\b|\bSession(?:Local|Factory|Maker)\b", re.IGNORECASE)
 
 
