@@ -378,6 +378,17 @@ class _FateFinder:
             if self.tracked.get(name) != "engine":
                 self.tracked[name] = role
             return [name]
+        if (
+            isinstance(target, cst.Attribute)
+            and isinstance(target.value, cst.Name)
+            and self.scope.binds(target.value.value)
+            and target.value.value not in self.scope.params
+        ):
+            # ``metadata = copy(Base.metadata); metadata.bind = engine``: a local object
+            # holds the engine, which lives on only if that object does.
+            name = target.value.value
+            self.tracked.setdefault(name, "holder")
+            return [name]
         self.outcomes.add(ESCAPED)  # an attribute, a subscript, a global, a tuple
         return []
 
@@ -438,6 +449,8 @@ class _FateFinder:
                 return self._track(parent.asname.name, role)
             if isinstance(parent, _READS):
                 return []
+            if isinstance(parent, cst.Yield) and role == "holder":
+                return []  # a session lent by a generator: it comes back; the engine stays here
             # return, yield, lambda body, augmented assignment, anything else
             self.outcomes.add(ESCAPED)
             return []
