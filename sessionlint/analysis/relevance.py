@@ -214,18 +214,25 @@ class Relevance:
     def plan(self, path: str, data: bytes) -> Plan:
         """Which parts of the file at ``path`` (with contents ``data``) stage 2 needs."""
         self.project_names()
-        # Factories known only by their names (``product.session_factory()``).
-        # and sessions known only by their use (``self.session.commit()``).
+        # Factories known only by their names (``product.session_factory()``), and
+        # sessions known only by their use (``self.session.commit()``).
         named: set[str] = set()
         if b"ession" in data:
             named = {word.decode() for word in FACTORY_WORDS.findall(data)}
-            if SESSION_USE.search(data):
+            if _needs_session_use(data):
                 named.add("session")
         if not named and not names_sqla(data) and (self._name_regex is None or not self._name_regex.search(data)):
             return Plan(False)
         facts = self.index.facts_for_path(path)
         if not facts.parsed:
             return Plan(True)  # let stage 2 report the syntax error
+        # A factory name the module imports or defines resolves like any other name.
+        named -= {*facts.imports, *facts.values, *facts.classes, *facts.functions}
+        # ``sessionmaker: AsyncSessionMaker`` (an annotated parameter): its annotation,
+        # not its name, says what it is.
+        named = {word for word in named if word == "session" or not re.search(rb"\b" + re.escape(word.encode()) + rb"\s*:[^=]", data)}
+        if not named and not names_sqla(data) and (self._name_regex is None or not self._name_regex.search(data)):
+            return Plan(False)
         tokens = self.module_tokens(facts)
         if named and not tokens:
             tokens = named
@@ -238,7 +245,7 @@ class Relevance:
         blank = []
         for first, last in facts.blocks:
             block = b"".join(lines[first - 1 : last])
-            if not regex.search(block) and not (named and (FACTORY_WORDS.search(block) or SESSION_USE.search(block))):
+            if not regex.search(block) and not (named and _names_one(block, named)):
                 blank.append((first, last))
         return Plan(True, tuple(blank), apis)
 
@@ -250,6 +257,22 @@ class Relevance:
             if kind is not None and kind.tag == "api":
                 apis.add(kind.api)
         return apis
+
+
+# Sessions typed by use matter to the rules that look at ``except`` clauses (SES201) and
+# thread hand-offs (SES401): only blocks spelling one of these need them.
+_USE_CONSUMERS = re.compile(rb"\bexcept\b|Thread|submit|run_in_executor|to_thread")
+
+
+def _names_one(block: bytes, named: set[str]) -> bool:
+    """Whether a block spells one of the factory names or sessions-by-use of ``named``."""
+    if "session" in named and _needs_session_use(block):
+        return True
+    return any(word.encode() in block for word in named if word != "session")
+
+
+def _needs_session_use(data: bytes) -> bool:
+    return SESSION_USE.search(data) is not None and _USE_CONSUMERS.search(data) is not None
 
 
 class _WordSearch:
