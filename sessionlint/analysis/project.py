@@ -1174,12 +1174,12 @@ class _UsesScanner:
                         local[alias.asname] = full
                     else:
                         top = alias.name.split(".")[0]
-                        local[top] = index.resolve_absolute(top, facts.path) or top
+                        local[top] = index.resolve_absolute(top, facts.path) or external_module(top)
             elif isinstance(sub, ast.ImportFrom):
                 if sub.level:
                     module = index.resolve_relative(facts.path, sub.level, sub.module)
                 else:
-                    module = index.resolve_absolute(sub.module or "", facts.path) or (sub.module or "")
+                    module = index.resolve_absolute(sub.module or "", facts.path) or external_module(sub.module or "")
                 for alias in sub.names:
                     if alias.name != "*":
                         local[alias.asname or alias.name] = f"{module}.{alias.name}" if module else alias.name

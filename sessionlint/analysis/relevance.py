@@ -221,18 +221,16 @@ class Relevance:
             named = {word.decode() for word in FACTORY_WORDS.findall(data)}
             if _needs_session_use(data):
                 named.add("session")
-        if not named and not names_sqla(data) and (self._name_regex is None or not self._name_regex.search(data)):
+        ordinary = names_sqla(data) or (self._name_regex is not None and self._name_regex.search(data))
+        if not named and not ordinary:
             return Plan(False)
         facts = self.index.facts_for_path(path)
         if not facts.parsed:
             return Plan(True)  # let stage 2 report the syntax error
-        # A factory name the module imports or defines resolves like any other name.
-        named -= {*facts.imports, *facts.values, *facts.classes, *facts.functions}
-        # ``sessionmaker: AsyncSessionMaker`` (an annotated parameter): its annotation,
-        # not its name, says what it is.
-        named = {word for word in named if word == "session" or not re.search(rb"\b" + re.escape(word.encode()) + rb"\s*:[^=]", data)}
-        if not named and not names_sqla(data) and (self._name_regex is None or not self._name_regex.search(data)):
-            return Plan(False)
+        if named:
+            named = _unresolved_names(named, facts, data)
+            if not named and not ordinary:
+                return Plan(False)
         tokens = self.module_tokens(facts)
         if named and not tokens:
             tokens = named
@@ -262,6 +260,14 @@ class Relevance:
 # Sessions typed by use matter to the rules that look at ``except`` clauses (SES201) and
 # thread hand-offs (SES401): only blocks spelling one of these need them.
 _USE_CONSUMERS = re.compile(rb"\bexcept\b|Thread|submit|run_in_executor|to_thread")
+
+
+def _unresolved_names(named: set[str], facts: ModuleFacts, data: bytes) -> set[str]:
+    """The names of ``named`` that only their spelling can explain: not imported or
+    defined by the module (those resolve like any other name), and not annotated
+    parameters (``sessionmaker: AsyncSessionMaker``: the annotation says what it is)."""
+    named = named - {*facts.imports, *facts.values, *facts.classes, *facts.functions}
+    return {word for word in named if word == "session" or not re.search(rb"\b" + re.escape(word.encode()) + rb"\s*:[^=]", data)}
 
 
 def _names_one(block: bytes, named: set[str]) -> bool:
