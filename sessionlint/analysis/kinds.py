@@ -62,6 +62,14 @@ class Kind:
     origin: str = ""
     where: tuple[str, int] | None = None
     function: FunctionSummary | None = None
+    # What typed it (``analysis/evidence.py``): "" the code (a constructor, a summary),
+    # "declared" an annotation, "name" its name, "use" its name and its use.
+    evidence: str = ""
+
+    @property
+    def confident(self) -> bool:
+        """Typed by the code itself, not by the spelling of a name."""
+        return self.evidence in ("", "declared")
 
     @property
     def managed(self) -> bool:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
-from sessionlint.analysis.sqla import API_NAMES, FACTORY_WORDS, SESSION_USE, names_sqla, sqla_kind
+from sessionlint.analysis.evidence import FACTORY_WORDS, spells_session_use
+from sessionlint.analysis.sqla import API_NAMES, external_module, names_sqla, sqla_kind
 
 # Module paths through which SQLAlchemy's API is reached (``import sqlalchemy as sa``,
 # ``from sqlalchemy import orm``, ``from sqlalchemy.ext import asyncio``).
@@ -232,11 +233,13 @@ class Relevance:
             if not named and not ordinary:
                 return Plan(False)
         tokens = self.module_tokens(facts)
+        local = self._local_imports(data, facts) if _LOCAL_IMPORT_HINT.search(data) else {}
+        tokens.update(local)
         if named and not tokens:
             tokens = named
         if not tokens:
             return Plan(False)
-        apis = frozenset(self._apis(facts, tokens))
+        apis = frozenset(self._apis(facts, tokens, local))
         regex = _regex(tokens)
         assert regex is not None
         lines = data.splitlines(keepends=True)
@@ -247,10 +250,37 @@ class Relevance:
                 blank.append((first, last))
         return Plan(True, tuple(blank), apis)
 
-    def _apis(self, facts: ModuleFacts, tokens: set[str]) -> set[str]:
+    def _local_imports(self, data: bytes, facts: ModuleFacts) -> dict[str, str]:
+        """Interesting names that function-local imports bind (``def f(): from
+        sqlalchemy import create_engine``), alias -> qualified name. Read from the
+        bytes: single-line imports only, which is how function-local ones are written."""
+        names = self._names or frozenset()
+        found: dict[str, str] = {}
+        for match in _LOCAL_IMPORT.finditer(data):
+            if match["plain"] is not None:
+                module = match["plain"].decode()
+                alias = match["plain_as"]
+                pairs = [(module, alias.decode()) if alias else (module.partition(".")[0],) * 2]
+            else:
+                module = match["module"].decode()
+                pairs = []
+                for item in match["froms"].decode().strip("() \t\\").split(","):
+                    parts = item.split()
+                    if len(parts) == 1 or (len(parts) == 3 and parts[1] == "as"):
+                        pairs.append((f"{module}.{parts[0]}", parts[-1]))
+            for qname, alias in pairs:
+                qname = external_module(qname)
+                last = qname.rsplit(".", 1)[-1]
+                if not (qname.startswith("sqlalchemy") or last in names or qname in self._modules):
+                    continue
+                if alias not in facts.imports and self._interesting(qname):
+                    found[alias] = qname
+        return found
+
+    def _apis(self, facts: ModuleFacts, tokens: set[str], local: dict[str, str]) -> set[str]:
         apis: set[str] = set()
         for name in tokens:
-            qname = facts.imports.get(name) or f"{facts.name}.{name}"
+            qname = facts.imports.get(name) or local.get(name) or f"{facts.name}.{name}"
             kind = sqla_kind(qname) if qname.startswith("sqlalchemy") else self.index.kind_of(qname)
             if kind is not None and kind.tag == "api":
                 apis.add(kind.api)
@@ -277,8 +307,17 @@ def _names_one(block: bytes, named: set[str]) -> bool:
     return any(word.encode() in block for word in named if word != "session")
 
 
+# Function-local imports: an indented single-line ``from X import a, b as c`` or
+# ``import X``; the hint is the cheap test that decides whether to look.
+_LOCAL_IMPORT_HINT = re.compile(rb"\n[ \t]+(?:from|import)[ \t]")
+_LOCAL_IMPORT = re.compile(
+    rb"^[ \t]+(?:from[ \t]+(?P<module>[\w.]+)[ \t]+import[ \t]+(?P<froms>[^\n#;]+)|import[ \t]+(?P<plain>[\w.]+)(?:[ \t]+as[ \t]+(?P<plain_as>\w+))?)",
+    re.MULTILINE,
+)
+
+
 def _needs_session_use(data: bytes) -> bool:
-    return SESSION_USE.search(data) is not None and _USE_CONSUMERS.search(data) is not None
+    return _USE_CONSUMERS.search(data) is not None and spells_session_use(data)
 
 
 class _WordSearch:

@@ -15,7 +15,8 @@ import libcst as cst
 from sessionlint.analysis.calls import call_index
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
-from sessionlint.analysis.sqla import FACTORY_GETTER, FACTORY_NAME, FACTORY_SETTER, external_module
+from sessionlint.analysis import evidence
+from sessionlint.analysis.sqla import external_module
 from sessionlint.analysis.walk import ScopeNode as ScopeNode, walk_scope
 
 CONNECT_METHODS = frozenset({"connect", "raw_connection", "begin"})
@@ -297,6 +298,15 @@ class Resolver:
                 kind = self.kind(value, scope)
                 if kind is not None:
                     break
+        if (
+            kind is None
+            and annotation is None
+            and name in scope.params
+            and name not in scope.assigned
+            and type(scope.node) is cst.FunctionDef
+            and evidence.param_used_as_session(scope.node, name)
+        ):
+            kind = Kind("session", is_async=scope.is_async, origin=f"use:{name}", evidence=evidence.USED)
         self._local_kinds[key] = kind
         return kind
 
@@ -309,7 +319,7 @@ class Resolver:
                 "sessionmaker",
                 "async_sessionmaker",
             ):
-                return Kind("factory", is_async=base_kind.api == "async_sessionmaker")
+                return Kind("factory", is_async=base_kind.api == "async_sessionmaker", evidence=evidence.DECLARED)
             if isinstance(inner, cst.Index):
                 return self.annotation_kind(inner.value, scope)
             return None
@@ -323,11 +333,11 @@ class Resolver:
         if kind is None:
             return None
         if kind.tag == "engine_type":
-            return Kind("engine", is_async=kind.is_async)
+            return Kind("engine", is_async=kind.is_async, evidence=evidence.DECLARED)
         if kind.tag == "session_class":
-            return Kind("session", is_async=kind.is_async)
+            return Kind("session", is_async=kind.is_async, evidence=evidence.DECLARED)
         if kind.tag == "connection_type":
-            return Kind("connection", is_async=kind.is_async)
+            return Kind("connection", is_async=kind.is_async, evidence=evidence.DECLARED)
         return None
 
     def _method_returns(self, method: str, scope: Scope) -> Kind | None:
@@ -354,11 +364,10 @@ class Resolver:
             name = func.attr.value
         else:
             return None
-        if not FACTORY_NAME.match(name) or FACTORY_SETTER.match(name) or self.qualify(func, scope) is not None:
+        tag = evidence.factory_call(name)
+        if tag is None or self.qualify(func, scope) is not None:
             return None
-        if FACTORY_GETTER.match(name):  # ``self.get_sessionmaker()`` hands out the factory
-            return Kind("factory", is_async=scope.is_async, origin=f"name:{name}")
-        return Kind("session", is_async=scope.is_async, origin=f"name:{name}")
+        return Kind(tag, is_async=scope.is_async, origin=f"name:{name}", evidence=evidence.NAMED)
 
     def call_result_kind(self, call: cst.Call, scope: Scope) -> Kind | None:
         """What a call returns: ``sessionmaker()`` a factory, ``Factory()`` a session..."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from sessionlint.analysis import evidence
 from sessionlint.analysis.calls import call_index, per_module
 from sessionlint.analysis.kinds import FunctionSummary, Kind
 from sessionlint.analysis.project import NO_RETURN_CALLS
@@ -205,9 +206,9 @@ class TxAnalyzer:
                     found[name] = kind
                 elif isinstance(value, cst.Call) and not (self.resolver.qualify(value.func, scope) or "sqlalchemy").startswith("sqlalchemy"):
                     foreign.add(name)  # ``self.session = aiohttp.ClientSession()``
-        for name in _typed_by_use(cls):
+        for name in evidence.session_attrs_by_use(cls):
             if name not in found and name not in foreign:
-                found[name] = Kind("session", origin=f"use:self.{name}")
+                found[name] = Kind("session", origin=f"use:self.{name}", evidence=evidence.USED)
         return found
 
     # -- calls on sessions ------------------------------------------------------------
@@ -391,33 +392,6 @@ class TxAnalyzer:
                 return False  # the with block closes it
             current = ancestor
         return False
-
-
-# Methods only a SQLAlchemy session (or a DB-API connection, which needs the same
-# rollback) has: an attribute named like a session on which the class calls one is a
-# session, whatever assigned it (a parameter, a property, a framework).
-_SESSION_ONLY_METHODS = frozenset({"commit", "flush", "rollback", "query", "add_all", "merge", "expunge", "scalars"})
-
-
-def _typed_by_use(cls: cst.ClassDef) -> Iterator[str]:
-    """``self.<attr>`` named like a session (``session``, ``db_session``, ``get_session``)
-    on which a method of ``cls`` calls ``commit()``, ``flush()``, ``query()``..."""
-    seen: set[str] = set()
-    for node in walk(cls):
-        if not (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)):
-            continue
-        if node.func.attr.value not in _SESSION_ONLY_METHODS:
-            continue
-        holder = node.func.value
-        if (
-            isinstance(holder, cst.Attribute)
-            and isinstance(holder.value, cst.Name)
-            and holder.value.value == "self"
-            and "session" in holder.attr.value.lower()
-            and holder.attr.value not in seen
-        ):
-            seen.add(holder.attr.value)
-            yield holder.attr.value
 
 
 def block_of(suite: cst.BaseSuite) -> list[cst.CSTNode]:

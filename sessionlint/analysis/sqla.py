@@ -7,8 +7,6 @@ modules does not hide it. Names outside ``sqlalchemy`` never match.
 
 from __future__ import annotations
 
-import re
-
 from sessionlint.analysis.kinds import FLASK_SQLALCHEMY_API, Kind
 
 # Methods that release a session's or connection's resources. ``Session.close()``,
@@ -47,19 +45,6 @@ for _name in (
 
 
 API_NAMES = frozenset(_API)
-
-# Names that say "session factory", for calls whose callee cannot be traced
-# (``product.session_factory()``); a getter of one hands out the factory itself
-# (``self.get_sessionmaker()``), a setter registers one. ``FACTORY_WORDS`` finds them
-# in a file's bytes (stage 1 keeps the blocks that spell one).
-FACTORY_NAME = re.compile(r"^_*(?:\w+_)?(?:session_?factory|session_?maker)$|^Session(?:Local|Factory|Maker)$", re.IGNORECASE)
-FACTORY_GETTER = re.compile(r"^_*(?:get|make|create|build|new)_", re.IGNORECASE)
-FACTORY_SETTER = re.compile(r"^_*(?:set|register|add|configure|init|install)_", re.IGNORECASE)
-# ``self.<attr>.commit()`` on an attribute named like a session: a session by its use
-# (``TxAnalyzer.class_attrs``); stage 1 keeps the blocks that spell one.
-SESSION_USE = re.compile(rb"\bself\.\w*[Ss]ession\w*\.(?:commit|flush|rollback|query|add_all|merge|expunge|scalars)\(")
-FACTORY_WORDS = re.compile(rb"\b\w*(?:session_?factory|session_?maker)\b|\bSession(?:Local|Factory|Maker)\b", re.IGNORECASE)
-
 
 def sqla_kind(qname: str) -> Kind | None:
     """The kind of a ``sqlalchemy.*`` qualified name, or None."""
