@@ -8,6 +8,7 @@ from sessionlint.analysis.entry import is_entry_point
 from sessionlint.rules.base import Rule
 from sessionlint.rules.engines.facts import (
     ABANDONED,
+    IDLE,
     engine_calls,
     engine_fate,
     mysql_evidence,
@@ -70,6 +71,8 @@ class EnginePerCall(Rule):
     (`@click.command()`, `@app.cli.command()`) and pytest `test_*` functions.
     Engines with `poolclass=NullPool` are not reported: they keep no connections
     between uses, so abandoning one leaks nothing (building it still costs a little).
+    Nor are engines only asked what they are (`engine.dialect` to compile DDL,
+    `engine.url`, `engine.name`): they never open a connection.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/core/connections.html#basic-usage
@@ -148,7 +151,8 @@ class MysqlPoolRecycle(Rule):
     server database (PostgreSQL, Oracle, SQL Server); the message says which file.
     A `**options` call (it may set `pool_recycle`), and a `pool_recycle` whose
     value is not a literal or a name of the same file assigned once. Engines with
-    `poolclass=NullPool` keep no connections between uses and are not reported. The
+    `poolclass=NullPool` keep no connections between uses and are not reported, nor
+    are engines a function builds only to read their `dialect` or `url`. The
     server's real `wait_timeout` is checked at runtime by SES906.
 
     ## References
@@ -184,6 +188,9 @@ class MysqlPoolRecycle(Rule):
                 continue
             if engine.poolclass == "NullPool" or engine.poolclass == "?":
                 continue
+            if not engine.at_import and isinstance(engine.scope, cst.FunctionDef):
+                if engine_fate(self.ctx.resolver, engine) == IDLE:
+                    continue  # only its dialect is used: it never connects
             recycle = engine.keywords.get("pool_recycle")
             if recycle is None:
                 if engine.star_kwargs:

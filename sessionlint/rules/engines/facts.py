@@ -51,6 +51,10 @@ CACHE_DECORATORS = frozenset(
 
 # Fates of an engine built inside a function, most permissive first.
 ESCAPED, DISPOSED, ABANDONED = "escaped", "disposed", "abandoned"
+# Built and only asked what it is (``engine.dialect`` to compile DDL): it never checks
+# out a connection, so its pool stays empty.
+IDLE = "idle"
+_METADATA_ATTRS = frozenset({"dialect", "url", "name", "driver"})
 
 # Calls that use an engine passed to them without keeping it (so the engine does not
 # outlive the function through them): pandas I/O, schema DDL, reflection, logging.
@@ -370,7 +374,28 @@ class _FateFinder:
                 pending.extend(self._climb(occurrence, self.tracked[name]))
         if ESCAPED in self.outcomes:
             return ESCAPED
-        return DISPOSED if DISPOSED in self.outcomes else ABANDONED
+        if DISPOSED in self.outcomes:
+            return DISPOSED
+        return IDLE if self._only_metadata() else ABANDONED
+
+    def _only_metadata(self) -> bool:
+        """Whether the engine is bound to a local name whose every read is
+        ``name.dialect`` (``.url``, ``.name``, ``.driver``), never called."""
+        parent = self.index.parent_of(self.engine.call)
+        if not (
+            isinstance(parent, cst.Assign)
+            and len(parent.targets) == 1
+            and isinstance(parent.targets[0].target, cst.Name)
+        ):
+            return False
+        for occurrence, nested in self._references(parent.targets[0].target.value):
+            read = self.index.parent_of(occurrence)
+            if nested or not (isinstance(read, cst.Attribute) and read.attr.value in _METADATA_ATTRS):
+                return False
+            call = self.index.parent_of(read)
+            if isinstance(call, cst.Call) and call.func is read:
+                return False
+        return ESCAPED not in self.outcomes
 
     def _track(self, target: cst.BaseExpression, role: str) -> list[str]:
         if isinstance(target, cst.Name) and self.scope.binds(target.value):
@@ -422,6 +447,11 @@ class _FateFinder:
                     self.outcomes.add(ESCAPED)
                     return []
                 if role == "holder":
+                    if self._call_effect(call) == "holder":
+                        # ``scoped_session(sessionmaker(bind=engine))``: the registry
+                        # holds the factory, which holds the engine.
+                        current = call
+                        continue
                     return []  # a session handed to a helper does not keep the engine alive
                 effect = self._call_effect(call)
                 if effect == "holder":
