@@ -31,7 +31,6 @@ CODE = ""  # a constructor, a qualified name, a project summary
 DECLARED = "declared"  # an annotation
 NAMED = "name"
 USED = "use"
-CONFIDENT = frozenset({CODE, DECLARED})
 
 # Names that say "session factory", for calls whose callee cannot be traced
 # (``product.session_factory()``); a getter of one hands out the factory itself

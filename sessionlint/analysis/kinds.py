@@ -67,11 +67,6 @@ class Kind:
     evidence: str = ""
 
     @property
-    def confident(self) -> bool:
-        """Typed by the code itself, not by the spelling of a name."""
-        return self.evidence in ("", "declared")
-
-    @property
     def managed(self) -> bool:
         """A registry the framework removes itself (Flask-SQLAlchemy's ``db.session``)."""
         return self.tag == "registry" and self.api == FLASK_SQLALCHEMY_API

@@ -22,7 +22,7 @@ from sessionlint.analysis.kinds import FunctionSummary, Kind
 from sessionlint.analysis.project import NO_RETURN_CALLS
 from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await, target_names
 from sessionlint.analysis.sqla import CLOSE_METHODS, ROLLBACK_METHODS
-from sessionlint.analysis.walk import SCOPE_NODES, scope_nodes_of, walk, walk_scope
+from sessionlint.analysis.walk import SCOPE_NODES, scope_nodes_of, walk_scope
 
 # Methods after which the session's transaction is gone (rolled back or discarded).
 RESET_METHODS = ROLLBACK_METHODS | CLOSE_METHODS
