@@ -42,17 +42,18 @@ FACTORY_SETTER = re.compile(r"^_*(?:set|register|add|configure|init|install)_", 
 # Methods only a SQLAlchemy session (or a DB-API connection, which needs the same
 # rollback) has: a name like a session on which one is called is a session.
 SESSION_ONLY_METHODS = frozenset({"commit", "flush", "rollback", "query", "add_all", "merge", "expunge", "scalars"})
-_SESSION_NAME = re.compile(r"^_*(?:\w+_)?(?:session|sess|db_?session)$", re.IGNORECASE)
+_SESSION_WORD = r"_*(?:\w+_)?(?:session|sess|db_?session)"
+_SESSION_NAME = re.compile(f"^{_SESSION_WORD}$", re.IGNORECASE)
 
 # Byte patterns for stage 1: the file spells a factory name, or a session by its use:
 # ``self.<...session...>.commit()``, or ``session.commit()`` where some ``def`` takes a
 # session-like parameter without an annotation (an annotated one resolves by its type).
 FACTORY_WORDS = re.compile(rb"\b\w*(?:session_?factory|session_?maker)\b|\bSession(?:Local|Factory|Maker)\b", re.IGNORECASE)
-_USE_METHODS = rb"\.(?:commit|flush|rollback|query|add_all|merge|expunge|scalars)\("
+_USE_METHODS = rb"\.(?:" + "|".join(sorted(SESSION_ONLY_METHODS)).encode() + rb")\("
 SELF_SESSION_USE = re.compile(rb"\bself\.\w*[Ss]ession\w*" + _USE_METHODS)
-NAME_SESSION_USE = re.compile(rb"\b_*(?:\w+_)?(?:session|sess|db_?session)" + _USE_METHODS, re.IGNORECASE)
+NAME_SESSION_USE = re.compile(rb"\b" + _SESSION_WORD.encode() + _USE_METHODS, re.IGNORECASE)
 UNANNOTATED_SESSION_PARAM = re.compile(
-    rb"\bdef\s+\w+\s*\([^)]*?\b_*(?:\w+_)?(?:session|sess|db_?session)\s*[,)=]", re.IGNORECASE
+    rb"\bdef\s+\w+\s*\([^)]*?\b" + _SESSION_WORD.encode() + rb"\s*[,)=]", re.IGNORECASE
 )
 
 

@@ -186,12 +186,8 @@ class Relevance:
         if not defined_only:
             names = self._names or frozenset()
             for name, qname in facts.imports.items():
-                # Resolve only imports that can be interesting; resolving every import
-                # would parse half the project.
-                last = qname.rsplit(".", 1)[-1]
-                if qname.startswith("sqlalchemy") or last in names or qname in self._modules or self.index.is_configured_factory(qname):
-                    if self._interesting(qname):
-                        tokens.add(name)
+                if self._worth_resolving(qname, names) and self._interesting(qname):
+                    tokens.add(name)
             for star in facts.star_imports:
                 # ``from db import *``: the project names that module gives meaning to.
                 candidates = API_NAMES if star.startswith("sqlalchemy") else names
@@ -250,6 +246,12 @@ class Relevance:
                 blank.append((first, last))
         return Plan(True, tuple(blank), apis)
 
+    def _worth_resolving(self, qname: str, names: frozenset[str]) -> bool:
+        """Whether an import of ``qname`` can be interesting: resolving every import
+        would parse half the project."""
+        last = qname.rsplit(".", 1)[-1]
+        return qname.startswith("sqlalchemy") or last in names or qname in self._modules or self.index.is_configured_factory(qname)
+
     def _local_imports(self, data: bytes, facts: ModuleFacts) -> dict[str, str]:
         """Interesting names that function-local imports bind (``def f(): from
         sqlalchemy import create_engine``), alias -> qualified name. Read from the
@@ -270,10 +272,7 @@ class Relevance:
                         pairs.append((f"{module}.{parts[0]}", parts[-1]))
             for qname, alias in pairs:
                 qname = external_module(qname)
-                last = qname.rsplit(".", 1)[-1]
-                if not (qname.startswith("sqlalchemy") or last in names or qname in self._modules):
-                    continue
-                if alias not in facts.imports and self._interesting(qname):
+                if alias not in facts.imports and self._worth_resolving(qname, names) and self._interesting(qname):
                     found[alias] = qname
         return found
 

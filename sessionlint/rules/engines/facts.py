@@ -446,17 +446,14 @@ class _FateFinder:
                 if not isinstance(call, cst.Call):
                     self.outcomes.add(ESCAPED)
                     return []
-                if role == "holder":
-                    if self._call_effect(call) == "holder":
-                        # ``scoped_session(sessionmaker(bind=engine))``: the registry
-                        # holds the factory, which holds the engine.
-                        current = call
-                        continue
-                    return []  # a session handed to a helper does not keep the engine alive
                 effect = self._call_effect(call)
                 if effect == "holder":
+                    # ``sessionmaker(bind=engine)``, and ``scoped_session(sessionmaker(...))``
+                    # around it: the registry holds the factory, which holds the engine.
                     role, current = "holder", call
                     continue
+                if role == "holder":
+                    return []  # a session handed to a helper does not keep the engine alive
                 if effect == "consumer":
                     return []
                 self.outcomes.add(ESCAPED)
