@@ -3,9 +3,9 @@
 Each entry names a repository, a fix commit, its parent, the file and the buggy
 lines in the parent, and the rule family (``SES1`` ... ``SES5``) the bug belongs to.
 The script lints the parent's and the fix's version of that file twice: alone (the
-file copied into an empty project), and within its whole tree (every ``*.py`` of
-that commit, with a ``pyproject.toml`` at the root so that names resolve across
-modules). Per family it prints how many bugs are
+file copied into an empty project), and within its whole tree (every ``*.py`` and
+config file of that commit, as a user's checkout has them, with a ``pyproject.toml``
+at the root so that names resolve across modules). Per family it prints how many bugs are
 
 * detected: a finding of the right family on one of the buggy lines of the parent;
 * cleared: the fix's version has fewer findings of that family in the file.
@@ -29,7 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mirrors import export_tree, git_dir  # noqa: E402
+from mirrors import export_tree, git_dir, python_and_config  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SESSIONLINT = [sys.executable, "-m", "sessionlint"]
@@ -70,7 +70,7 @@ def score_entry(entry: dict[str, object], modes: list[str], work: Path, trees: d
                 key = (str(entry["repo"]), commit)
                 if key not in trees:
                     trees[key] = Path(tempfile.mkdtemp(dir=work))
-                    export_tree(git, commit, trees[key])
+                    export_tree(git, commit, trees[key], python_and_config)  # as users run it: config files too
                 root = trees[key]
                 if not (root / path).is_file():
                     counts[side] = None

@@ -8,10 +8,12 @@ from sessionlint.analysis.entry import is_entry_point
 from sessionlint.rules.base import Rule
 from sessionlint.rules.engines.facts import (
     ABANDONED,
-    IDLE,
+    ESCAPED,
+    disposed_in_its_function,
     engine_calls,
     engine_fate,
     mysql_evidence,
+    module_mysql_evidence,
     is_cached_function,
 )
 
@@ -148,11 +150,14 @@ class MysqlPoolRecycle(Rule):
     `*.cfg`, `*.toml`, `*.yaml`, `.env*`, `docker-compose*`, `requirements*.txt`,
     `setup.py`, `Pipfile`) show MySQL (a `mysql://` URL, or `pymysql`, `mysqlclient`,
     `mysql-connector-python`, `aiomysql`, `asyncmy`, `mariadb`) and name no other
-    server database (PostgreSQL, Oracle, SQL Server); the message says which file.
+    server database (PostgreSQL, Oracle, SQL Server), or when the engine's own module
+    imports MySQL's dialect types (`sqlalchemy.dialects.mysql`) or passes MySQL table
+    options (`mysql_engine=`, `mysql_charset=`); the message says which evidence.
     A `**options` call (it may set `pool_recycle`), and a `pool_recycle` whose
     value is not a literal or a name of the same file assigned once. Engines with
     `poolclass=NullPool` keep no connections between uses and are not reported, nor
-    are engines a function builds only to read their `dialect` or `url`. The
+    are engines that do not outlive the function that builds them (disposed, thrown
+    away, which SES501 reports, or built only to read their `dialect`). The
     server's real `wait_timeout` is checked at runtime by SES906.
 
     ## References
@@ -178,19 +183,27 @@ class MysqlPoolRecycle(Rule):
         for engine in engine_calls(self.ctx.resolver):
             by_project = ""
             if engine.dialect is None and engine.url is not None:
-                # The URL is not in the code: the project's config and dependencies.
+                # The URL is not in the code: the module's own MySQL-only code, else the
+                # project's config and dependencies.
                 if evidence is None:
-                    evidence = mysql_evidence(self.ctx.resolver.index.root) or ""
+                    in_module = module_mysql_evidence(self.ctx.index.file_bytes(self.ctx.path))
+                    evidence = (
+                        in_module if in_module
+                        else f"the project's MySQL: {found}" if (found := mysql_evidence(self.ctx.resolver.index.root))
+                        else ""
+                    )
                 if not evidence:
                     continue
-                by_project = f" (the URL is not in the code; the project's MySQL: {evidence})"
+                by_project = f" (the URL is not in the code; {evidence})"
             elif not engine.is_mysql:
                 continue
             if engine.poolclass == "NullPool" or engine.poolclass == "?":
                 continue
             if not engine.at_import and isinstance(engine.scope, cst.FunctionDef):
-                if engine_fate(self.ctx.resolver, engine) == IDLE:
-                    continue  # only its dialect is used: it never connects
+                if engine_fate(self.ctx.resolver, engine) != ESCAPED or disposed_in_its_function(self.ctx.resolver, engine):
+                    # Disposed or thrown away when the call ends (SES501's finding), or
+                    # only asked for its dialect: no pool lives on to go stale.
+                    continue
             recycle = engine.keywords.get("pool_recycle")
             if recycle is None:
                 if engine.star_kwargs:

@@ -31,7 +31,7 @@ from sessionlint.analysis.calls import (
     positional_args,
 )
 from sessionlint.analysis.scope import Resolver, Scope, ScopeNode, dotted, strip_await
-from sessionlint.analysis.walk import SCOPE_NODES, children
+from sessionlint.analysis.walk import SCOPE_NODES, children, walk_scope
 
 ENGINE_APIS = frozenset({"create_engine", "create_async_engine"})
 MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
@@ -224,6 +224,23 @@ def mysql_evidence(root: str) -> str | None:
                 elif driver is not None:
                     found = f"{driver.group(1).decode()} in {rel}"
     return found
+
+
+# The module's own code may say it runs on MySQL: it imports MySQL's dialect types or
+# passes MySQL-only table options. That holds even where the project names other
+# databases too (one schema, several servers): the MySQL deployments need the recycle.
+_MODULE_MYSQL = re.compile(
+    rb"\bsqlalchemy\.dialects\.mysql\b|\bfrom\s+sqlalchemy\.dialects\s+import\s+(?:\(\s*)?(?:\w+\s*,\s*)*mysql\b"
+    rb"|\b(mysql_(?:engine|charset|collate|default_charset|row_format))\s*="
+)
+
+
+def module_mysql_evidence(data: bytes) -> str | None:
+    """What in a module's source (``data``) shows that it targets MySQL, or None."""
+    found = _MODULE_MYSQL.search(data)
+    if found is None:
+        return None
+    return f"this module passes `{found.group(1).decode()}=`" if found.group(1) else "this module imports MySQL's dialect types"
 
 
 def dialect_of_scheme(text: str) -> str | None:
@@ -510,6 +527,27 @@ class _FateFinder:
                 yield node, nested
             for child in reversed(children(node)):
                 stack.append((child, nested or isinstance(node, SCOPE_NODES)))
+
+
+def disposed_in_its_function(resolver: Resolver, engine: EngineCall) -> bool:
+    """Whether an engine bound to a local name is disposed (``name.dispose()``) in the
+    function that builds it, whatever else that function does with it."""
+    if not isinstance(engine.scope, cst.FunctionDef):
+        return False
+    index = call_index(resolver.module)
+    parent = index.parent_of(engine.call)
+    if not (isinstance(parent, cst.Assign) and len(parent.targets) == 1 and isinstance(parent.targets[0].target, cst.Name)):
+        return False
+    name = parent.targets[0].target.value
+    for node in walk_scope(engine.scope.body):
+        if (
+            type(node) is cst.Attribute
+            and node.attr.value == "dispose"
+            and type(node.value) is cst.Name
+            and node.value.value == name
+        ):
+            return True
+    return False
 
 
 def is_cached_function(resolver: Resolver, fn: cst.FunctionDef) -> bool:
