@@ -6,7 +6,7 @@ import libcst as cst
 
 from sessionlint.analysis.sessions import analyzer_for
 from sessionlint.rules.base import Rule
-from sessionlint.rules.transactions.facts import swallowing_handlers, uncommitted_blocks
+from sessionlint.rules.transactions.facts import swallowing_handlers, uncommitted_blocks, uncommitted_methods
 
 
 class MissingRollback(Rule):
@@ -132,12 +132,20 @@ class UncommittedWrites(Rule):
             )
     ```
 
+    A session kept on `self` (a repository or data-access object) is judged per class:
+    a public method that writes through it and never commits is reported at its first
+    write when a sibling method writes through the same session and commits, since the
+    class commits its own writes.
+
     ## Known problems
     A block that calls `commit()`, `begin()` or `rollback()` (a deliberate dry run) is
     not reported, nor one that hands the session to another call, returns, yields or
     stores it (someone else may commit), nor a session bound to a caller's connection
     (`Session(bind=conn)`, `join_transaction_mode=...`), whose transaction the caller
     owns. Changes made by setting attributes on loaded objects are not seen as writes.
+    For a session on `self`, a method that flushes, is private (`_stage()`), is called
+    by another method of the class, hands the session on, or calls a method that
+    commits is left to its caller.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/orm/session_basics.html#framing-out-a-begin-commit-rollback-block
@@ -146,7 +154,7 @@ class UncommittedWrites(Rule):
 
     code = "SES202"
     name = "uncommitted-writes"
-    message = "session `{var}` writes but is never committed: closing it rolls the writes back"
+    message = "session `{var}` writes{where} but is never committed{there}: closing it rolls the writes back"
     hint = "call `commit()`, or open the session with `Session.begin()` / `with session.begin():`"
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
@@ -159,4 +167,9 @@ class UncommittedWrites(Rule):
             and site.index in facts.names
         ]
         for report_node, var in uncommitted_blocks(tx, node, sites):
-            self.report(report_node, var=var)
+            self.report(report_node, var=var, where="", there="")
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        tx = analyzer_for(self.ctx.resolver)
+        for write, var, method, sibling in uncommitted_methods(tx, node):
+            self.report(write, var=var, where=f" in `{method}()`", there=f" there, unlike in `{sibling}()`")

@@ -4,6 +4,7 @@ work, and which session blocks write without ever committing."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import libcst as cst
 
@@ -258,3 +259,84 @@ def uncommitted_blocks(tx: TxAnalyzer, fn: cst.FunctionDef, flow_sites: Iterable
         writes, settles = _session_block_facts(tx, fn.body, name, fn)
         if writes and not settles and not _names_escape(tx, fn.body, name, fn):
             yield call, name
+
+
+# A session held on ``self`` (a repository, a data-access object) is committed by the
+# methods that mean to: when one public method writes through it and commits, a sibling
+# that writes the same way and never commits is the one that forgot (its writes go when
+# the owner closes the session). Methods that flush, begin or roll back settle it on
+# purpose; a private helper, or a method another method calls, leaves it to its caller.
+_SETTLES = frozenset({"commit", "begin", "begin_nested", "rollback", "flush"})
+
+
+@dataclass
+class _MethodWrites:
+    first_write: cst.Call | None = None
+    settles: bool = False
+    commits: bool = False
+
+
+def _attribute_escapes(tx: TxAnalyzer, body: cst.CSTNode, key: str, fn: cst.FunctionDef) -> bool:
+    """``self.<attr>`` (``key``) referenced other than through its methods: passed to
+    a call, returned, aliased, used by a nested function."""
+    for sub in walk(body):
+        if isinstance(sub, cst.Attribute) and dotted(sub) == key:
+            parent = tx.parent(sub, fn)
+            if isinstance(parent, cst.Attribute) and parent.value is sub:
+                continue
+            if isinstance(parent, cst.AssignTarget):
+                continue
+            return True
+    return False
+
+
+def uncommitted_methods(tx: TxAnalyzer, cls: cst.ClassDef) -> Iterator[tuple[cst.Call, str, str, str]]:
+    """(first write, ``self.<attr>``, method, a sibling that commits) for public methods
+    of ``cls`` that write through a session on ``self`` and never settle it, where a
+    sibling method writes through it and commits."""
+    methods = [m for m in cls.body.body if isinstance(m, cst.FunctionDef)]
+    if len(methods) < 2:
+        return
+    called = {
+        sub.func.attr.value
+        for m in methods
+        for sub in walk(m)
+        if isinstance(sub, cst.Call) and isinstance(sub.func, cst.Attribute) and dotted(sub.func.value) in ("self", "cls")
+    }
+    writes: dict[str, dict[str, _MethodWrites]] = {}
+    for method in methods:
+        scope = tx.function(method).scope
+        facts: dict[str, _MethodWrites] = {}
+        for call in tx.session_calls(method.body, method):
+            if call.ref.where != "self":
+                continue
+            entry = facts.setdefault(call.ref.key, _MethodWrites())
+            if call.method in _SETTLES:
+                entry.settles = True
+                entry.commits = entry.commits or call.method in ("commit", "begin")
+            elif call.method in WRITE_METHODS or (
+                call.method in ("execute", "exec") and call.call.args and is_write_statement(call.call.args[0].value, tx.resolver, scope)
+            ):
+                entry.first_write = entry.first_write or call.call
+        for key, entry in facts.items():
+            if entry.first_write is not None and not entry.settles and _attribute_escapes(tx, method.body, key, method):
+                entry.settles = True  # handed on: its receiver may commit
+        writes[method.name.value] = facts
+    settling_helpers = {name for name, facts in writes.items() if any(e.settles for e in facts.values())}
+    for method in methods:
+        name = method.name.value
+        if name.startswith("_") or name in called:
+            continue
+        if any(isinstance(sub, cst.Call) and isinstance(sub.func, cst.Attribute) and sub.func.attr.value in settling_helpers
+               and dotted(sub.func.value) == "self" for sub in walk(method)):
+            continue  # ``self._commit()``
+        for key, entry in writes[name].items():
+            if entry.first_write is None or entry.settles:
+                continue
+            sibling = next(
+                (other for other, facts in writes.items()
+                 if other != name and key in facts and facts[key].first_write is not None and facts[key].commits),
+                None,
+            )
+            if sibling is not None:
+                yield entry.first_write, key, name, sibling
