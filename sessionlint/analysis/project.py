@@ -198,12 +198,31 @@ class ProjectIndex:
         candidates = self._by_suffix.get(dotted)
         if not candidates:
             return None
+        if len(candidates) > 1 or module_name_for(candidates[0], self.root) != dotted:
+            candidates = [c for c in candidates if self._importable_as(c, dotted, importer)]
+            if not candidates:
+                return None
         if len(candidates) == 1:
             best = candidates[0]
         else:
             here = os.path.dirname(os.path.abspath(importer))
             best = max(candidates, key=lambda c: (_common_prefix_len(here, os.path.dirname(c)), -len(c)))
         return module_name_for(best, self.root)
+
+    def _importable_as(self, path: str, dotted: str, importer: str) -> bool:
+        """Whether the module at ``path`` can be what ``import <dotted>`` in ``importer``
+        finds: the directory above its top package is not a package itself (it is a
+        source root, ``src/``), or it is the importer's own directory (Python 2's
+        implicit relative import). ``pyspider/database/sqlalchemy/`` is not what
+        ``import sqlalchemy`` imports."""
+        module = path[: -len("/__init__.py")] if path.endswith(("/__init__.py", os.sep + "__init__.py")) else path[:-3]
+        top = module
+        for _ in range(dotted.count(".")):
+            top = os.path.dirname(top)
+        container = os.path.dirname(top)
+        if container == os.path.dirname(os.path.abspath(importer)):
+            return True
+        return os.path.join(container, "__init__.py") not in self._files
 
     def resolve_relative(self, importer: str, level: int, module: str | None) -> str:
         """``from ..x import y`` inside ``importer``: the full module name of ``..x``."""
