@@ -886,6 +886,16 @@ class FlowAnalyzer:
 
     def _call_into(self, call: cst.Call, ops: list[Op]) -> None:
         func = call.func
+        if (
+            isinstance(func, cst.Attribute)
+            and func.attr.value in CLOSE_METHODS
+            and self._site_for(strip_await(func.value)) is not None
+        ):
+            # ``engine.connect().close()``: created and closed in one expression.
+            self._expr_into_args_only(func.value, ops)
+            for arg in call.args:
+                self._expr_into(arg.value, ops)
+            return
         if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name):
             base = func.value.value
             method = func.attr.value
