@@ -355,6 +355,31 @@ class ProjectIndex:
         are parsed, and the result depends on nothing else (for the result cache)."""
         return self._registry_scan(origin, "released", self._releases)
 
+    def attribute_closed(self, attr: str) -> bool:
+        """Whether any project module closes something it holds as ``.<attr>``:
+        ``self._session.close()`` (or ``remove()``, ``__exit__``), ``with
+        self._session:``, ``closing(self._session)``, or ends every session at once
+        (``close_all_sessions()``). A byte search: a module that spells one of these
+        for another object's ``<attr>`` counts too, which errs towards silence."""
+        key = f"closed:{attr}"
+        found = self._released.get(key)
+        if found is not None:
+            self._note_scan(key, found[1])
+            return found[0]
+        name = re.escape(attr.encode())
+        regex = re.compile(
+            rb"\." + name + rb"\s*\.\s*(?:close|remove|__exit__|__aexit__)\b"
+            rb"|\bwith\s+(?:[\w.]*\.)?" + name + rb"\s*[:,)]"
+            rb"|\bclosing\(\s*(?:[\w.]*\.)?" + name + rb"\b"
+            rb"|\bclose_all_sessions\(|\.close_all\("
+        )
+        inputs = self._spelling({attr, "close_all", "close_all_sessions"}, set())
+        kept_by = next((path for path in sorted(inputs) if regex.search(self.file_bytes(path))), None)
+        scan = ScanDep(frozenset(inputs), frozenset({attr, "close_all"}), frozenset({kept_by} if kept_by else ()), frozenset())
+        self._released[key] = (kept_by is not None, scan)
+        self._note_scan(key, scan)
+        return kept_by is not None
+
     def registry_torn_down(self, origin: str) -> bool:
         """Whether a teardown hook somewhere in the project removes the registry
         ``origin``: a function registered with ``teardown_request``/``after_request``/

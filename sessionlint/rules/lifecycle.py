@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import libcst as cst
 
+from sessionlint.analysis.calls import call_index
+from sessionlint.analysis.context import FileContext
 from sessionlint.rules.base import Rule
 
 
@@ -13,6 +17,9 @@ class SessionNotClosed(Rule):
     Finds a session the function creates and owns that is not closed on some path:
     no `with` block, and no `close()` reached on that path (an early `return`, a
     `break`, a branch that skips it, or the variable being overwritten while open).
+    Also a session a method stores on `self` (`self._session = Factory()`) that
+    nothing in the project ever closes: it stays open for the object's life, and
+    each call that stores a new one leaks the last.
 
     ## Why is this bad?
     An unclosed session keeps its connection checked out of the pool and its
@@ -52,6 +59,9 @@ class SessionNotClosed(Rule):
     by a constructor that is returned or stored, or registered with a closing construct
     (`contextlib.closing`, `ExitStack`, `atexit.register(s.close)`). A helper that
     closes its argument is recognised when it is defined in the analysed project.
+    A session on `self` counts as closed when any module of the project closes an
+    attribute of that name (`x.<attr>.close()`, `with x.<attr>:`,
+    `closing(x.<attr>)`), or calls `close_all_sessions()`.
     Sessions returned by a `scoped_session` registry belong to the registry (see
     SES301) and are not reported here. Nor is a session bound to a connection rather
     than an engine (`Session(bind=conn)`, alembic's `Session(bind=op.get_bind())` in a
@@ -67,14 +77,41 @@ class SessionNotClosed(Rule):
 
     code = "SES101"
     name = "session-not-closed"
-    message = "session `{var}` is not closed on every path"
+    message = "session `{var}` is not closed {how}"
     hint = "use a `with` block, or close it in a `finally` block"
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         facts = self.ctx.flow(node)
         for site, normal in facts.sites_leaking():
             if site.kind == "session" and normal:
-                self.report(site.node, var=facts.name_of(site))
+                self.report(site.node, var=facts.name_of(site), how="on every path")
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        for call, attr in sessions_kept_on_self(self.ctx, node):
+            self.report(call, var=f"self.{attr}", how="anywhere: it stays open as long as the object, and storing a new one leaks the last")
+
+
+def sessions_kept_on_self(ctx: FileContext, cls: cst.ClassDef) -> Iterator[tuple[cst.Call, str]]:
+    """(creating call, attribute) for sessions a method of ``cls`` creates and stores
+    on ``self.<attribute>`` (``self._session = self._factory()``) when nothing in the
+    project ever closes a ``.<attribute>``: the session lives as long as the object,
+    holding its connection and transaction, and a second call leaks the first."""
+    parents = call_index(ctx.module)
+    for method in cls.body.body:
+        if not isinstance(method, cst.FunctionDef):
+            continue
+        facts = ctx.flow(method)
+        for site in facts.sites:
+            if site.kind != "session" or not site.owned or site.bound_to_connection:
+                continue
+            assign = parents.parent_of(site.node)
+            if not (isinstance(assign, cst.Assign) and len(assign.targets) == 1):
+                continue
+            target = assign.targets[0].target
+            if not (isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == "self"):
+                continue
+            if not ctx.index.attribute_closed(target.attr.value):
+                yield site.node, target.attr.value
 
 
 class CloseNotGuaranteed(Rule):
