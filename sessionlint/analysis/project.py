@@ -356,26 +356,35 @@ class ProjectIndex:
         return self._registry_scan(origin, "released", self._releases)
 
     def attribute_closed(self, attr: str) -> bool:
-        """Whether any project module closes something it holds as ``.<attr>``:
-        ``self._session.close()`` (or ``remove()``, ``__exit__``), ``with
-        self._session:``, ``closing(self._session)``, or ends every session at once
+        """Whether any project module closes a session it holds as ``.<attr>``:
+        ``self._session.close()`` (or ``__exit__``), ``with self._session:``,
+        ``closing(self._session)``, or ends every session at once
         (``close_all_sessions()``). A byte search: a module that spells one of these
         for another object's ``<attr>`` counts too, which errs towards silence."""
-        key = f"closed:{attr}"
+        name = re.escape(attr.encode())
+        return self._attribute_scan(
+            f"closed:{attr}",
+            {attr, "close_all", "close_all_sessions"},
+            rb"\." + name + rb"\s*\.\s*(?:close|__exit__|__aexit__)\b"
+            rb"|\bwith\s+(?:[\w.]*\.)?" + name + rb"\s*[:,)]"
+            rb"|\bclosing\(\s*(?:[\w.]*\.)?" + name + rb"\b"
+            rb"|\bclose_all_sessions\(|\.close_all\(",
+        )
+
+    def attribute_removed(self, attr: str) -> bool:
+        """Whether any project module removes a ``scoped_session`` registry it holds as
+        ``.<attr>``: calls or hands out ``x.<attr>.remove`` (a byte search, as above)."""
+        return self._attribute_scan(f"removed:{attr}", {attr}, rb"\." + re.escape(attr.encode()) + rb"\s*\.\s*remove\b")
+
+    def _attribute_scan(self, key: str, words: set[str], pattern: bytes) -> bool:
         found = self._released.get(key)
         if found is not None:
             self._note_scan(key, found[1])
             return found[0]
-        name = re.escape(attr.encode())
-        regex = re.compile(
-            rb"\." + name + rb"\s*\.\s*(?:close|remove|__exit__|__aexit__)\b"
-            rb"|\bwith\s+(?:[\w.]*\.)?" + name + rb"\s*[:,)]"
-            rb"|\bclosing\(\s*(?:[\w.]*\.)?" + name + rb"\b"
-            rb"|\bclose_all_sessions\(|\.close_all\("
-        )
-        inputs = self._spelling({attr, "close_all", "close_all_sessions"}, set())
+        regex = re.compile(pattern)
+        inputs = self._spelling(words, set())
         kept_by = next((path for path in sorted(inputs) if regex.search(self.file_bytes(path))), None)
-        scan = ScanDep(frozenset(inputs), frozenset({attr, "close_all"}), frozenset({kept_by} if kept_by else ()), frozenset())
+        scan = ScanDep(frozenset(inputs), frozenset(words), frozenset({kept_by} if kept_by else ()), frozenset())
         self._released[key] = (kept_by is not None, scan)
         self._note_scan(key, scan)
         return kept_by is not None

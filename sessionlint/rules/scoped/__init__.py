@@ -7,6 +7,7 @@ import libcst as cst
 from sessionlint.analysis.sessions import analyzer_for
 from sessionlint.rules.base import Rule
 from sessionlint.rules.scoped.facts import (
+    instance_registries,
     is_teardown_hook,
     module_registries,
     used_after_remove,
@@ -58,7 +59,9 @@ class ScopedSessionNotRemoved(Rule):
     ```
 
     ## Known problems
-    Only registries assigned to a module-level name are checked. A registry handed to
+    Registries assigned to a module-level name are checked, and registries a method
+    stores on `self`; those count as removed when any module of the project calls or
+    hands out `x.<attr>.remove`. A registry handed to
     a library or framework call (`init_app(app, db_session)`) is assumed to be removed
     there; one handed to a project helper counts as removed when the helper calls
     `.remove()` on that parameter. Flask-SQLAlchemy's `db.session` removes itself.
@@ -79,6 +82,11 @@ class ScopedSessionNotRemoved(Rule):
             if index.registry_released(origin):
                 continue
             self.report(registry.call, var=registry.name)
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        for registry in instance_registries(self.ctx.resolver, node):
+            if not self.ctx.index.attribute_removed(registry.name):
+                self.report(registry.call, var=f"self.{registry.name}")
 
 
 class RemoveNotGuaranteed(Rule):

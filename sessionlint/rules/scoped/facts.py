@@ -19,7 +19,7 @@ from sessionlint.analysis.project import HOOK_METHODS, HOOK_REGISTRARS, HOOK_SIG
 from sessionlint.analysis.scope import Resolver, Scope, dotted, strip_await
 from sessionlint.analysis.sqla import CLOSE_METHODS, ROLLBACK_METHODS
 from sessionlint.analysis.sessions import TxAnalyzer
-from sessionlint.analysis.walk import SCOPE_NODES, children, scope_nodes_of, walk_scope
+from sessionlint.analysis.walk import SCOPE_NODES, children, scope_nodes_of, walk, walk_scope
 
 _LOG_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
 _QUIET_CALLS = frozenset({"print"})
@@ -57,6 +57,46 @@ def module_registries(resolver: Resolver) -> Iterator[RegistryDef]:
                 continue
             named = resolver.index.kind_of(f"{resolver.facts.name}.{target.value}")
             yield RegistryDef(target.value, value, named if named is not None and named.tag == "registry" else made)
+
+
+def instance_registries(resolver: Resolver, cls: cst.ClassDef) -> Iterator[RegistryDef]:
+    """Registries a method of ``cls`` builds and stores on ``self``
+    (``self._session_factory = scoped_session(sessionmaker(...))``); ``name`` is the
+    attribute."""
+    for method in cls.body.body:
+        if not isinstance(method, cst.FunctionDef):
+            continue
+        scope = resolver.scope(method)
+        for node in walk_scope(method.body):
+            if type(node) is cst.Assign and len(node.targets) == 1:
+                target: cst.BaseExpression = node.targets[0].target
+                value: cst.BaseExpression | None = node.value
+            elif type(node) is cst.AnnAssign:
+                target, value = node.target, node.value
+            else:
+                continue
+            if not (
+                isinstance(target, cst.Attribute)
+                and isinstance(target.value, cst.Name)
+                and target.value.value == "self"
+                and isinstance(value, cst.Call)
+            ):
+                continue
+            made = resolver.call_result_kind(value, scope)
+            if made is not None and made.tag == "registry" and not _handed_out(cls, f"self.{target.attr.value}"):
+                yield RegistryDef(target.attr.value, value, made)
+
+
+def _handed_out(cls: cst.ClassDef, key: str) -> bool:
+    """A method passes ``self.<attr>`` (``key``) to a call: whoever receives it (a
+    worker that removes its parameter, a framework) may remove it."""
+    for node in walk(cls):
+        if type(node) is not cst.Arg:
+            continue
+        values = [e.value for e in node.value.elements] if isinstance(node.value, (cst.Tuple, cst.List)) else [node.value]
+        if any(dotted(value) == key for value in values):  # ``args=(self.registry, urls)`` too
+            return True
+    return False
 
 
 def _top_level(body: Sequence[cst.BaseStatement]) -> Iterator[cst.BaseStatement]:
