@@ -8,7 +8,7 @@ import libcst as cst
 
 from sessionlint.analysis.flow import FlowAnalyzer, FlowFacts
 from sessionlint.analysis.project import ProjectIndex
-from sessionlint.analysis.scope import Resolver, Scope, ScopeNode
+from sessionlint.analysis.scope import Resolver, Scope, ScopeNode, strip_await
 from sessionlint.analysis.walk import scope_nodes_of, walk
 
 
@@ -47,6 +47,16 @@ class FileContext:
             assert isinstance(definition, (cst.FunctionDef, cst.ClassDef))
             for decorator in definition.decorators:  # run in this scope
                 calls.extend(sub for sub in walk(decorator) if isinstance(sub, cst.Call))
+        for item in scope_nodes_of(own, cst.WithItem):
+            assert isinstance(item, cst.WithItem)
+            lent = strip_await(item.item)
+            if (
+                isinstance(lent, cst.Call)
+                and item.asname is not None
+                and isinstance(item.asname.name, cst.Name)
+                and self.resolver.lent_session(lent, item.asname.name.value, scope) is not None
+            ):
+                return False  # ``with db.session_context() as session:``
         for call in calls:
             assert isinstance(call, cst.Call)
             kind = self.resolver.call_result_kind(call, scope)

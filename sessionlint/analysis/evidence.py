@@ -57,6 +57,25 @@ UNANNOTATED_SESSION_PARAM = re.compile(
 )
 
 
+# A ``with`` that lends a session by name: ``async with db.session_context() as
+# session:``, ``with get_session() as db_session:``. The callee's name says it hands out
+# a session and the block's name says it got one; the session is closed when the block
+# ends (so a use after it meets a closed session).
+LENDER_NAME = re.compile(
+    r"^_*(?:\w+_)?session(?:_?(?:context|scope|manager|ctx))?$|^_*(?:get|new|open|make|create|start)_(?:\w+_)?session$",
+    re.IGNORECASE,
+)
+LENT_SESSION = re.compile(
+    rb"\bwith\s+(?:await\s+)?[\w.]*?[Ss]ession\w*\([^()\n]*\)\s+as\s+" + _SESSION_WORD.encode() + rb"\s*:",
+    re.IGNORECASE,
+)
+
+
+def lends_session(callee: str, asname: str) -> bool:
+    """Whether ``with <...>.<callee>(...) as <asname>:`` lends a session by its names."""
+    return LENDER_NAME.match(callee) is not None and _SESSION_NAME.match(asname) is not None
+
+
 def spells_session_use(data: bytes) -> bool:
     """Whether the source ``data`` may hold a session known only by its use."""
     if SELF_SESSION_USE.search(data) is not None:

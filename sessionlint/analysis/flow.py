@@ -692,6 +692,20 @@ class FlowAnalyzer:
                 return True
         return False
 
+    def _lent_site(self, call: cst.Call, asname: str) -> Site | None:
+        """``with db.session_context() as session:``: a session lent for the block, by
+        its names (:meth:`Resolver.lent_session`). Not owned here: only the block's
+        end, and uses after it, matter."""
+        found = self._site_by_node.get(id(call))
+        if found is None:
+            kind = self.resolver.lent_session(call, asname, self.scope)
+            if kind is None:
+                return None
+            found = Site(len(self.facts.sites), call, "session", False, kind.is_async)
+            self.facts.sites.append(found)
+            self._site_by_node[id(call)] = found
+        return found
+
     def _factory_begin_site(self, expr: cst.BaseExpression) -> Site | None:
         """``with Factory.begin() as s:`` creates a session closed at the end of the block."""
         expr = strip_await(expr)
@@ -822,6 +836,8 @@ class FlowAnalyzer:
         if isinstance(expr, cst.Call) and self._is_owning_call(expr) and expr.args:
             inner = strip_await(expr.args[0].value)  # closing(x), aclosing(x)
         site = self._site_for(inner) or self._factory_begin_site(inner)
+        if site is None and len(asnames) == 1 and isinstance(inner, cst.Call):
+            site = self._lent_site(inner, asnames[0])
         if site is not None:
             ops.extend(self._call_arg_ops(_creation_call(inner)))
             sites.append(site.index)
@@ -931,6 +947,9 @@ class FlowAnalyzer:
             ops.append(Op("create", "", site.index))  # e.g. Session().query(...): dropped
 
     def _arg_into(self, value: cst.BaseExpression, ops: list[Op]) -> None:
+        if isinstance(value, cst.Name):
+            ops.append(Op("use", value.value, node=value))  # the callee works with it
+            return
         if self._site_for(strip_await(value)) is not None:
             # An unnamed session handed straight to a call: the callee owns it.
             self._expr_into_args_only(value, ops)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
-from sessionlint.analysis.evidence import FACTORY_WORDS, spells_session_use
+from sessionlint.analysis.evidence import FACTORY_WORDS, LENT_SESSION, spells_session_use
 from sessionlint.analysis.sqla import API_NAMES, external_module, names_sqla, sqla_kind
 
 # Module paths through which SQLAlchemy's API is reached (``import sqlalchemy as sa``,
@@ -216,7 +216,7 @@ class Relevance:
         named: set[str] = set()
         if b"ession" in data:
             named = {word.decode() for word in FACTORY_WORDS.findall(data)}
-            if _needs_session_use(data):
+            if _needs_session_use(data) or LENT_SESSION.search(data) is not None:
                 named.add("session")
         ordinary = names_sqla(data) or (self._name_regex is not None and self._name_regex.search(data))
         if not named and not ordinary:
@@ -301,7 +301,7 @@ def _unresolved_names(named: set[str], facts: ModuleFacts, data: bytes) -> set[s
 
 def _names_one(block: bytes, named: set[str]) -> bool:
     """Whether a block spells one of the factory names or sessions-by-use of ``named``."""
-    if "session" in named and _needs_session_use(block):
+    if "session" in named and (_needs_session_use(block) or LENT_SESSION.search(block) is not None):
         return True
     return any(word.encode() in block for word in named if word != "session")
 

@@ -369,6 +369,27 @@ class Resolver:
             return None
         return Kind(tag, is_async=scope.is_async, origin=f"name:{name}", evidence=evidence.NAMED)
 
+    def lent_session(self, call: cst.Call, asname: str, scope: Scope) -> Kind | None:
+        """``with db.session_context() as session:`` where the code does not say what
+        the callee returns: a session lent for the block, known by the names of the
+        callee and of the block's variable. Not for callees outside the project (an
+        HTTP library's ``Session()``), nor ones whose kind the code gives."""
+        func = call.func
+        name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else None
+        if name is None or not evidence.lends_session(name, asname):
+            return None
+        callee = self.kind(func, scope)
+        if callee is not None and callee.tag != "function":
+            return None
+        qname = self.qualify(func, scope)
+        if qname is not None and not qname.startswith("sqlalchemy") and not self._in_project(qname):
+            return None
+        return Kind("session", is_async=scope.is_async, origin=f"name:{name}", evidence=evidence.NAMED)
+
+    def _in_project(self, qname: str) -> bool:
+        parts = qname.split(".")
+        return any(self.index.module_path(".".join(parts[:i])) is not None for i in range(len(parts) - 1, 0, -1))
+
     def call_result_kind(self, call: cst.Call, scope: Scope) -> Kind | None:
         """What a call returns: ``sessionmaker()`` a factory, ``Factory()`` a session..."""
         func = call.func

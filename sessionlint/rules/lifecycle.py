@@ -273,8 +273,12 @@ class SessionUsedAfterWith(Rule):
     ```
 
     ## Known problems
-    Any attribute use other than `close()` counts. `with session.begin():` does not
-    close the session, so uses after it are fine.
+    Any attribute use other than `close()` counts, and so does passing the session to
+    a call. `with session.begin():` does not close the session, so uses after it are
+    fine. Besides sessions the code creates, a `with` whose callee and variable are
+    both named for a session (`async with db.session_context() as session:`, `with
+    store.get_session() as db_session:`) lends one, unless the callee is outside the
+    project (`requests.Session()`).
 
     ## References
     - https://docs.sqlalchemy.org/en/20/orm/session_basics.html#closing
