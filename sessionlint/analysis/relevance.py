@@ -236,14 +236,22 @@ class Relevance:
         if not tokens:
             return Plan(False)
         apis = frozenset(self._apis(facts, tokens, local))
-        regex = _regex(tokens)
-        assert regex is not None
+        # ``import sqlalchemy as sa``: a block needs ``sa`` only where it reaches the API
+        # (``sa.create_engine``, ``sa.orm.Session``), not for ``sa.Column`` or ``sa.text``.
+        modules = {t for t in tokens if _sqla_module(facts.imports.get(t) or local.get(t))}
+        regex = _regex(tokens - modules)
+        through = _through_modules(modules)
         lines = data.splitlines(keepends=True)
         blank = []
         for first, last in facts.blocks:
             block = b"".join(lines[first - 1 : last])
-            if not regex.search(block) and not (named and _names_one(block, named)):
-                blank.append((first, last))
+            if regex is not None and regex.search(block):
+                continue
+            if through is not None and through.search(block):
+                continue
+            if named and _names_one(block, named):
+                continue
+            blank.append((first, last))
         return Plan(True, tuple(blank), apis)
 
     def _worth_resolving(self, qname: str, names: frozenset[str]) -> bool:
@@ -265,6 +273,11 @@ class Relevance:
                 pairs = [(module, alias.decode()) if alias else (module.partition(".")[0],) * 2]
             else:
                 module = match["module"].decode()
+                dots = len(module) - len(module.lstrip("."))
+                if dots:  # ``from .database.core import engine``
+                    module = self.index.resolve_relative(facts.path, dots, module[dots:] or None)
+                else:
+                    module = self.index.resolve_absolute(module, facts.path) or module
                 pairs = []
                 for item in match["froms"].decode().strip("() \t\\").split(","):
                     parts = item.split()
@@ -313,6 +326,22 @@ _LOCAL_IMPORT = re.compile(
     rb"^[ \t]+(?:from[ \t]+(?P<module>[\w.]+)[ \t]+import[ \t]+(?P<froms>[^\n#;]+)|import[ \t]+(?P<plain>[\w.]+)(?:[ \t]+as[ \t]+(?P<plain_as>\w+))?)",
     re.MULTILINE,
 )
+
+
+def _sqla_module(qname: str | None) -> bool:
+    """``sqlalchemy``, ``sqlalchemy.orm``...: a module of SQLAlchemy, not one of its API names."""
+    return qname is not None and qname.startswith("sqlalchemy") and sqla_kind(qname) is None
+
+
+_MODULE_ATTRIBUTES = b"|".join(sorted(n.encode() for n in API_NAMES | _SQLA_MODULES))
+
+
+def _through_modules(modules: set[str]) -> re.Pattern[bytes] | None:
+    """``sa.<API name or submodule>`` for module aliases ``modules``."""
+    if not modules:
+        return None
+    aliases = b"|".join(re.escape(m.encode()) for m in sorted(modules))
+    return re.compile(rb"(?<![\w.])(?:" + aliases + rb")\s*\.\s*(?:" + _MODULE_ATTRIBUTES + rb")\b")
 
 
 def _needs_session_use(data: bytes) -> bool:
