@@ -383,7 +383,11 @@ class Resolver:
             return None
         qname = self.qualify(func, scope)
         if qname is not None and not qname.startswith("sqlalchemy") and not self._in_project(qname):
-            return None
+            # Outside the project: ``requests.Session()`` is an HTTP session; a
+            # ``get_session()`` of a database package, in a module that uses
+            # SQLAlchemy, is the database's.
+            if name.lower() == "session" or not any(q.startswith("sqlalchemy") for q in self.facts.imports.values()):
+                return None
         return Kind("session", is_async=scope.is_async, origin=f"name:{name}", evidence=evidence.NAMED)
 
     def _in_project(self, qname: str) -> bool:

@@ -8,6 +8,9 @@ import libcst as cst
 
 from sessionlint.analysis.calls import call_index
 from sessionlint.analysis.context import FileContext
+from sessionlint.analysis.scope import Scope, dotted, strip_await
+from sessionlint.analysis.sessions import analyzer_for
+from sessionlint.analysis.walk import scope_nodes_of
 from sessionlint.rules.base import Rule
 
 
@@ -232,7 +235,8 @@ class SessionUsedAfterWith(Rule):
     """
     ## What it does
     Finds a session used after the `with` block that closed it, typically a
-    `rollback()` in an `except` clause placed outside the `with`.
+    `rollback()` in an `except` clause placed outside the `with`, or a lazy `Query`
+    returned from inside the block and run by the caller.
 
     ## Why is this bad?
     A closed session is not dead: the next use silently begins a new transaction on a
@@ -278,7 +282,9 @@ class SessionUsedAfterWith(Rule):
     fine. Besides sessions the code creates, a `with` whose callee and variable are
     both named for a session (`async with db.session_context() as session:`, `with
     store.get_session() as db_session:`) lends one, unless the callee is outside the
-    project (`requests.Session()`).
+    project (`requests.Session()`). A `return` inside the block of an unexecuted
+    `session.query(...)` (or of a name bound only to one and refined in place) is
+    reported too: the caller runs the query after the session closed.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/orm/session_basics.html#closing
@@ -286,16 +292,82 @@ class SessionUsedAfterWith(Rule):
 
     code = "SES104"
     name = "session-used-after-with"
-    message = "session `{var}` is used after the `with` block that closed it"
+    message = "session `{var}` is used after the `with` block that closed it{how}"
     hint = "move this use inside the `with` block"
 
     def _check(self, node: cst.Module | cst.FunctionDef) -> None:
         facts = self.ctx.flow(node)
         for use, site_index in facts.uses_after_with.values():
-            self.report(use, var=facts.name_of(facts.sites[site_index]))
+            self.report(use, var=facts.name_of(facts.sites[site_index]), how="")
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self._check(node)
+        for returned, var in lazy_queries_returned(self.ctx, node):
+            self.report(returned, var=var, how=": the query returned from inside it runs when the caller iterates it")
 
     def visit_Module(self, node: cst.Module) -> None:
         self._check(node)
+
+
+# ``Query`` methods that return a new, still unexecuted query.
+_QUERY_BUILDERS = frozenset(
+    {
+        "filter", "filter_by", "where", "order_by", "group_by", "having", "limit", "offset", "slice",
+        "join", "outerjoin", "options", "distinct", "select_from", "with_entities", "add_columns",
+        "union", "union_all", "execution_options", "yield_per", "params", "correlate", "enable_eagerloads",
+    }
+)
+
+
+def lazy_queries_returned(ctx: FileContext, fn: cst.FunctionDef) -> Iterator[tuple[cst.Return, str]]:
+    """``return`` statements inside ``with <session> as s:`` that return an unexecuted
+    ``s.query(...)`` (or a name only ever bound to one, refined in place): the caller
+    runs it after the block closed the session, which reopens a connection that
+    nothing closes."""
+    tx = analyzer_for(ctx.resolver)
+    scope = ctx.resolver.scope(fn)
+    for node in scope_nodes_of(fn.body, cst.With):
+        assert isinstance(node, cst.With)
+        for item in node.items:
+            if item.asname is None or not isinstance(item.asname.name, cst.Name):
+                continue
+            key = item.asname.name.value
+            call = strip_await(item.item)
+            if not isinstance(call, cst.Call):
+                continue
+            kind = tx.creates_session(call, scope) or ctx.resolver.lent_session(call, key, scope)
+            if kind is None or kind.scoped or kind.is_async:
+                continue
+            for statement in scope_nodes_of(node.body, cst.Return):
+                assert isinstance(statement, cst.Return)
+                if statement.value is not None and _lazy_query(statement.value, key, scope, 0):
+                    yield statement, key
+
+
+def _lazy_query(expr: cst.BaseExpression, key: str, scope: Scope, depth: int) -> bool:
+    if isinstance(expr, cst.Name):
+        values = scope.assigned.get(expr.value, ())
+        if not values or depth > 3:
+            return False
+        # Every binding is a query of the session, or refines the same name
+        # (``q = q.filter(...)``, ``q = hook(q)``).
+        return any(_lazy_query(v, key, scope, depth + 1) for v in values) and all(
+            _lazy_query(v, key, scope, depth + 1) or _refines(v, expr.value) for v in values
+        )
+    if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute):
+        method = expr.func.attr.value
+        if method == "query":
+            return dotted(expr.func.value) == key
+        if method in _QUERY_BUILDERS:
+            return _lazy_query(expr.func.value, key, scope, depth)
+    return False
+
+
+def _refines(value: cst.BaseExpression, name: str) -> bool:
+    """``name.<builder>(...)`` chains, or a call handing ``name`` over first."""
+    while isinstance(value, cst.Call):
+        if isinstance(value.func, cst.Attribute) and value.func.attr.value in _QUERY_BUILDERS:
+            value = value.func.value
+            continue
+        return bool(value.args) and isinstance(value.args[0].value, cst.Name) and value.args[0].value.value == name
+    return isinstance(value, cst.Name) and value.value == name
