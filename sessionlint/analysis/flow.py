@@ -755,7 +755,10 @@ class FlowAnalyzer:
         carried = _carried_names(value, self.resolver, self.scope)
         if stores:
             ops.extend(Op("escape", n) for n in carried)
+        refined = _first_argument_name(inner)
         for name in local_names:
+            if name == refined:
+                continue  # ``session = seed_data(session)``: the same session, prepared
             if _is_none(inner) or (isinstance(inner, cst.Name) and inner.value == "False"):
                 ops.append(Op("none", name))  # before the alias case: None is a Name too
             elif isinstance(inner, cst.Name) and inner.value == "True":
@@ -1001,6 +1004,13 @@ def _creation_call(expr: cst.BaseExpression) -> cst.Call | None:
     ):
         expr = strip_await(expr.func.value)
     return expr if isinstance(expr, cst.Call) else None
+
+
+def _first_argument_name(expr: cst.BaseExpression) -> str | None:
+    """``f(x, ...)`` -> ``"x"``, for a call whose first argument is a plain name."""
+    if isinstance(expr, cst.Call) and expr.args and expr.args[0].star == "" and isinstance(expr.args[0].value, cst.Name):
+        return expr.args[0].value.value
+    return None
 
 
 def _is_none(expr: cst.BaseExpression) -> bool:

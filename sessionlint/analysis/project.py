@@ -777,6 +777,8 @@ class _Summarizer:
             if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
                 name = statement.targets[0].id
                 value = statement.value
+                if local_calls.get(name) is not None and _hands_over(value, name):
+                    continue  # ``session = cls.initialize_data(session)``: the same session, prepared
                 local_calls[name] = value if isinstance(value, ast.Call) and name not in local_calls else None
             elif isinstance(statement, ast.Return) and statement.value is not None:
                 value = statement.value
@@ -1092,6 +1094,16 @@ NO_RETURN_CALLS = frozenset(
     }
 )
 _NO_RETURN_TYPES = frozenset({"NoReturn", "Never"})
+
+
+def _hands_over(value: ast.expr, name: str) -> bool:
+    """A call taking the local ``name`` as its first argument (``s = prepare(s)``)."""
+    if isinstance(value, ast.Await):
+        value = value.value
+    if not isinstance(value, ast.Call):
+        return False
+    first = value.args[0] if value.args else (value.keywords[0].value if value.keywords else None)
+    return isinstance(first, ast.Name) and first.id == name
 
 
 def never_returns(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
