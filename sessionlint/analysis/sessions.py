@@ -107,7 +107,11 @@ class TxAnalyzer:
                     for item in sub.items:
                         if item.asname is None or not isinstance(item.asname.name, cst.Name):
                             continue
-                        if self.creates_session(item.item, scope) is not None:
+                        lender = strip_await(item.item)
+                        if self.creates_session(item.item, scope) is not None or (
+                            isinstance(lender, cst.Call)
+                            and self.resolver.lent_session(lender, item.asname.name.value, scope) is not None
+                        ):
                             found.with_sessions.setdefault(item.asname.name.value, []).append(sub)
             self._functions[id(node)] = found
         return found

@@ -77,7 +77,10 @@ _REEXPORTERS = ("sqlmodel",)
 
 
 def external_module(dotted: str) -> str:
-    """The module name an import of ``dotted`` (not a project module) stands for."""
+    """The module name an import of ``dotted`` (not a project module) stands for.
+    Old Flask redirected ``flask.ext.sqlalchemy`` to ``flask_sqlalchemy``."""
+    if dotted.startswith("flask.ext."):
+        dotted = "flask_" + dotted[len("flask.ext."):]
     for package in _REEXPORTERS:
         if dotted == package or dotted.startswith(package + "."):
             return "sqlalchemy" + dotted[len(package):]

@@ -74,7 +74,9 @@ class MissingRollback(Rule):
     iteration) uses it; so does a session passed in as a parameter, since its owner
     (a FastAPI dependency, a fixture) usually closes it when the function returns.
     Flask-SQLAlchemy's `db.session` (of `db = SQLAlchemy(...)`, wherever `db` is
-    imported from) lives on for the whole application context, like a `scoped_session`.
+    imported from) lives on for the whole application context, like a `scoped_session`
+    (also spelled `flask.ext.sqlalchemy`). A session lent by a `with` whose callee and
+    variable are named for one (`with get_session() as session:`) counts as a session.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/faq/sessions.html#this-session-s-transaction-has-been-rolled-back-due-to-a-previous-exception-during-flush-or-similar
