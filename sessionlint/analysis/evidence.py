@@ -61,12 +61,10 @@ UNANNOTATED_SESSION_PARAM = re.compile(
 # session:``, ``with get_session() as db_session:``. The callee's name says it hands out
 # a session and the block's name says it got one; the session is closed when the block
 # ends (so a use after it meets a closed session).
-LENDER_NAME = re.compile(
-    r"^_*(?:\w+_)?session(?:_?(?:context|scope|manager|ctx))?$|^_*(?:get|new|open|make|create|start)_(?:\w+_)?session$",
-    re.IGNORECASE,
-)
+_LENDER_WORD = r"_*(?:\w+_)?session(?:_?(?:context|scope|manager|ctx))?|_*(?:get|new|open|make|create|start)_(?:\w+_)?session"
+LENDER_NAME = re.compile(f"^(?:{_LENDER_WORD})$", re.IGNORECASE)
 LENT_SESSION = re.compile(
-    rb"\bwith\s+(?:await\s+)?[\w.]*?[Ss]ession\w*\([^()\n]*\)\s+as\s+" + _SESSION_WORD.encode() + rb"\s*:",
+    rb"\bwith\s+(?:await\s+)?(?:[\w.]*\.)?(?:" + _LENDER_WORD.encode() + rb")\([^()\n]*\)\s+as\s+" + _SESSION_WORD.encode() + rb"\s*:",
     re.IGNORECASE,
 )
 
