@@ -139,6 +139,7 @@ class ProjectIndex:
         self._bytes: dict[str, bytes] = {}
         # registry origin -> (removed or handed out, what the scan depended on)
         self._released: dict[str, tuple[bool, ScanDep]] = {}
+        self._per_request: dict[str, tuple[str | None, ScanDep]] = {}
         # project class -> (module instantiating it, or a subclass, at import time; scan)
         self._instances: dict[str, tuple[str | None, ScanDep]] = {}
         self._uses: dict[tuple[str, frozenset[str]], Uses] = {}
@@ -172,11 +173,13 @@ class ProjectIndex:
             self._kinds.clear()
             self._kind_deps.clear()
             self._released.clear()
+            self._per_request.clear()
             self._instances.clear()
             self._uses.clear()
         if apath not in self._files:
             self._files[apath] = None
             self._released.clear()
+            self._per_request.clear()
             self._instances.clear()
             self._uses.clear()
         existing = self._by_name.get(name)
@@ -376,6 +379,11 @@ class ProjectIndex:
         ``.<attr>``: calls or hands out ``x.<attr>.remove`` (a byte search, as above)."""
         return self._attribute_scan(f"removed:{attr}", {attr}, rb"\." + re.escape(attr.encode()) + rb"\s*\.\s*remove\b")
 
+    def attribute_disposed(self, attr: str) -> bool:
+        """Whether any project module disposes an engine it holds as ``.<attr>``
+        (``self.engine.dispose()``, or hands out ``x.<attr>.dispose``)."""
+        return self._attribute_scan(f"disposed:{attr}", {attr}, rb"\." + re.escape(attr.encode()) + rb"\s*\.\s*dispose\b")
+
     def _attribute_scan(self, key: str, words: set[str], pattern: bytes) -> bool:
         found = self._released.get(key)
         if found is not None:
@@ -487,6 +495,48 @@ class ProjectIndex:
         scan = ScanDep(frozenset(inputs), frozenset(spellings), kept_by, frozenset(self.touched))
         self.touched = outer
         self._instances[qname] = (where, scan)
+        self._note_scan(key, scan)
+        return where
+
+    def instantiated_per_request(self, qname: str) -> str | None:
+        """A request handler (a function decorated ``@app.route``, ``@router.get``...)
+        that instantiates the project class ``qname``, directly or through the
+        ``__init__`` of another class it instantiates (``TimeToCloseService(settings)``
+        whose ``__init__`` makes a ``DataService``): every request then builds a new
+        object. ``module.function``, or None. Matched by the class's name: only the
+        files spelling it (or an intermediate class's) are parsed."""
+        key = f"per-request:{qname}"
+        known = self._per_request.get(key)
+        if known is not None:
+            self._note_scan(key, known[1])
+            return known[0]
+        names = {qname.rsplit(".", 1)[-1]}
+        frontier = set(names)
+        inputs: set[str] = set()
+        where: str | None = None
+        kept_by: frozenset[str] = frozenset()
+        while frontier and where is None:
+            paths = self._spelling(frontier, set())
+            frontier = set()
+            for path in paths:
+                inputs.add(path)
+                try:
+                    tree = ast.parse(self.file_bytes(path), filename=path)
+                except (SyntaxError, ValueError, RecursionError, MemoryError):
+                    continue
+                for owner, fn in _functions_with_owner(tree):
+                    if not _instantiates(fn, names):
+                        continue
+                    if _route_decorated(fn):
+                        where, kept_by = f"{module_name_for(path, self.root)}.{fn.name}", frozenset({path})
+                        break
+                    if fn.name == "__init__" and owner is not None and owner not in names:
+                        frontier.add(owner)
+                if where is not None:
+                    break
+            names |= frontier
+        scan = ScanDep(frozenset(inputs), frozenset(names), kept_by, frozenset())
+        self._per_request[key] = (where, scan)
         self._note_scan(key, scan)
         return where
 
@@ -1094,6 +1144,43 @@ NO_RETURN_CALLS = frozenset(
     }
 )
 _NO_RETURN_TYPES = frozenset({"NoReturn", "Never"})
+
+
+# Decorator attributes that register a request handler (Flask, FastAPI, Sanic,
+# Starlette, aiohttp's RouteTableDef).
+_ROUTE_DECORATORS = frozenset({"route", "get", "post", "put", "patch", "delete", "api_route", "websocket"})
+
+
+def _functions_with_owner(tree: ast.Module) -> Iterator[tuple[str | None, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """Every function of a module, with the name of the class it is a method of."""
+    stack: list[tuple[str | None, ast.AST]] = [(None, tree)]
+    while stack:
+        owner, node = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                stack.append((child.name, child))
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield owner, child
+                stack.append((None, child))
+
+
+def _instantiates(fn: ast.FunctionDef | ast.AsyncFunctionDef, names: set[str]) -> bool:
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+            if name in names:
+                return True
+    return False
+
+
+def _route_decorated(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    for decorator in fn.decorator_list:
+        if isinstance(decorator, ast.Call):
+            decorator = decorator.func
+        if isinstance(decorator, ast.Attribute) and decorator.attr in _ROUTE_DECORATORS:
+            return True
+    return False
 
 
 def _hands_over(value: ast.expr, name: str) -> bool:

@@ -74,7 +74,11 @@ class EnginePerCall(Rule):
     Engines with `poolclass=NullPool` are not reported: they keep no connections
     between uses, so abandoning one leaks nothing (building it still costs a little).
     Nor are engines only asked what they are (`engine.dialect` to compile DDL,
-    `engine.url`, `engine.name`): they never open a connection.
+    `engine.url`, `engine.name`): they never open a connection. An engine stored on
+    `self` in `__init__` is reported when a request handler (`@app.route`,
+    `@router.get`...) creates the object, directly or through another class's
+    `__init__`, and no module of the project disposes an attribute of that name
+    (`x.engine.dispose()`); classes are matched by name.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/core/connections.html#basic-usage
@@ -87,7 +91,7 @@ class EnginePerCall(Rule):
     needs = (b"create_engine",)
     needs_apis = ("create_engine", "create_async_engine")
     name = "engine-per-call"
-    message = "`{var}` builds a new engine and connection pool on every call and never disposes it"
+    message = "`{var}` builds a new engine and connection pool on every call{how} and never disposes it"
     hint = (
         "create the engine once (module level or a `@functools.cache` factory) and share it; "
         "if it must be temporary, call `dispose()` in a `finally` block"
@@ -105,7 +109,17 @@ class EnginePerCall(Rule):
                 # A NullPool engine keeps no connections: abandoning it abandons no pool.
                 continue
             if engine_fate(resolver, engine) == ABANDONED:
-                self.report(engine.call, var=engine.var or f"{engine.api}(...)")
+                self.report(engine.call, var=engine.var or f"{engine.api}(...)", how="")
+            elif fn.name.value == "__init__" and engine.var.startswith("self."):
+                cls = resolver.enclosing_class(fn)
+                index = self.ctx.index
+                if cls is None or index.attribute_disposed(engine.var[len("self."):]):
+                    continue
+                handler = index.instantiated_per_request(f"{self.ctx.facts.name}.{cls.name.value}")
+                if handler is not None:
+                    # ``DataService.__init__`` builds the engine; a request handler builds
+                    # a ``DataService`` per request.
+                    self.report(engine.call, var=engine.var, how=f" of `{cls.name.value}()`, made per request in `{handler}`,")
 
 
 class MysqlPoolRecycle(Rule):
