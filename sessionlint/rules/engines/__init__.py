@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import libcst as cst
 
+from sessionlint.analysis.context import FileContext
 from sessionlint.analysis.entry import is_entry_point
+from sessionlint.analysis.scope import dotted
+from sessionlint.analysis.walk import walk
 from sessionlint.rules.base import Rule
 from sessionlint.rules.engines.facts import (
     ABANDONED,
@@ -78,7 +81,9 @@ class EnginePerCall(Rule):
     `self` in `__init__` is reported when a request handler (`@app.route`,
     `@router.get`...) creates the object, directly or through another class's
     `__init__`, and no module of the project disposes an attribute of that name
-    (`x.engine.dispose()`); classes are matched by name.
+    (`x.engine.dispose()`); classes are matched by name. So is an engine a method
+    other than `__init__` stores on `self` when another method of the class sets that
+    attribute to None (`close()`) and nothing disposes it.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/core/connections.html#basic-usage
@@ -110,6 +115,10 @@ class EnginePerCall(Rule):
                 continue
             if engine_fate(resolver, engine) == ABANDONED:
                 self.report(engine.call, var=engine.var or f"{engine.api}(...)", how="")
+            elif engine.var.startswith("self.") and fn.name.value != "__init__" and _dropped_undisposed(self.ctx, fn, engine.var):
+                # ``open()`` stores a new engine on self, ``close()`` sets it to None:
+                # every open/close cycle leaves a pool behind.
+                self.report(engine.call, var=engine.var, how=" (another method sets it to None without `dispose()`)")
             elif fn.name.value == "__init__" and engine.var.startswith("self."):
                 cls = resolver.enclosing_class(fn)
                 index = self.ctx.index
@@ -120,6 +129,25 @@ class EnginePerCall(Rule):
                     # ``DataService.__init__`` builds the engine; a request handler builds
                     # a ``DataService`` per request.
                     self.report(engine.call, var=engine.var, how=f" of `{cls.name.value}()`, made per request in `{handler}`,")
+
+
+def _dropped_undisposed(ctx: FileContext, fn: cst.FunctionDef, var: str) -> bool:
+    """Whether another method of ``fn``'s class (not ``__init__``, where ``= None``
+    only declares it) sets ``self.<attr>`` (``var``) to None, a close path, and no
+    module of the project disposes a ``.<attr>``."""
+    cls = ctx.resolver.enclosing_class(fn)
+    if cls is None:
+        return False
+    dropped = any(
+        isinstance(node, cst.Assign)
+        and any(dotted(target.target) == var for target in node.targets)
+        and isinstance(node.value, cst.Name)
+        and node.value.value == "None"
+        for method in cls.body.body
+        if isinstance(method, cst.FunctionDef) and method.name.value not in ("__init__", fn.name.value)
+        for node in walk(method)
+    )
+    return dropped and not ctx.index.attribute_disposed(var[len("self."):])
 
 
 class MysqlPoolRecycle(Rule):
