@@ -61,10 +61,11 @@ class ScopedSessionNotRemoved(Rule):
     ## Known problems
     Registries assigned to a module-level name are checked, and registries a method
     stores on `self`; those count as removed when any module of the project calls or
-    hands out `x.<attr>.remove`. A registry handed to
-    a library or framework call (`init_app(app, db_session)`) is assumed to be removed
-    there; one handed to a project helper counts as removed when the helper calls
-    `.remove()` on that parameter. Flask-SQLAlchemy's `db.session` removes itself.
+    hands out `x.<attr>.remove`, or when the class passes the registry to a call. A
+    registry handed to a library or framework call (`init_app(app, db_session)`) is
+    assumed to be removed there; one handed to a project helper counts as removed
+    when the helper calls `.remove()` on that parameter. Flask-SQLAlchemy's
+    `db.session` removes itself.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/orm/contextual.html#using-thread-local-scope-with-web-applications
