@@ -290,13 +290,28 @@ def _attribute_escapes(tx: TxAnalyzer, body: cst.CSTNode, key: str, fn: cst.Func
     return False
 
 
+def _writes_through_self(methods: list[cst.FunctionDef]) -> bool:
+    """A cheap syntactic test first: ``self.<attr>.add(...)``/``.execute(...)``..."""
+    for node in (call for method in methods for call in scope_nodes_of(method.body, cst.Call)):
+        assert isinstance(node, cst.Call)
+        if (
+            type(node.func) is cst.Attribute
+            and (node.func.attr.value in WRITE_METHODS or node.func.attr.value in ("execute", "exec"))
+            and type(node.func.value) is cst.Attribute
+            and type(node.func.value.value) is cst.Name
+            and node.func.value.value.value == "self"
+        ):
+            return True
+    return False
+
+
 def uncommitted_methods(tx: TxAnalyzer, cls: cst.ClassDef) -> Iterator[tuple[cst.Call, str, str, str]]:
     """(first write, ``self.<attr>``, method, a sibling that commits) for public methods
     of ``cls`` that write through a session on ``self`` and never settle it, where a
     sibling method writes through it and commits."""
     methods = [m for m in cls.body.body if isinstance(m, cst.FunctionDef)]
-    if len(methods) < 2:
-        return
+    if len(methods) < 2 or not _writes_through_self(methods) or not tx.class_attrs(cls):
+        return  # no session on ``self`` (most classes: models, schemas, services of other kinds)
     called = {
         sub.func.attr.value
         for m in methods
