@@ -7,18 +7,8 @@ from __future__ import annotations
 import libcst as cst
 
 from sessionlint.analysis.calls import call_index, per_module
+from sessionlint.analysis.project import HTTP_METHODS, ROUTE_DECORATORS, VIEW_BASES
 from sessionlint.analysis.scope import Resolver, dotted
-
-# Decorator attributes that register a request handler: Flask/Quart ``route``,
-# FastAPI/Starlette/Litestar/Sanic ``get``/``post``/..., aiohttp ``RouteTableDef``.
-_ROUTE_DECORATORS = frozenset(
-    {"route", "get", "post", "put", "patch", "delete", "head", "options", "api_route", "websocket", "view"}
-)
-# HTTP method names of class-based views (``MethodView``, ``Resource``, ``HTTPEndpoint``,
-# Tornado's ``RequestHandler``, Pyramid's view classes).
-_HTTP_METHODS = frozenset({"get", "post", "put", "patch", "delete", "head", "options", "dispatch_request"})
-_VIEW_BASES = ("View", "MethodView", "Resource", "Handler", "RequestHandler", "Endpoint", "HTTPEndpoint", "ViewSet")
-
 
 def is_entry_point(resolver: Resolver, fn: cst.FunctionDef) -> bool:
     """A function that runs once per process: called at module level of its own module
@@ -62,12 +52,12 @@ def is_request_handler(resolver: Resolver, fn: cst.FunctionDef) -> bool:
         expr = decorator.decorator
         if isinstance(expr, cst.Call):
             expr = expr.func
-        if isinstance(expr, cst.Attribute) and expr.attr.value in _ROUTE_DECORATORS:
+        if isinstance(expr, cst.Attribute) and expr.attr.value in ROUTE_DECORATORS:
             return True
     cls = resolver.enclosing_class(fn)
-    if cls is None or fn.name.value not in _HTTP_METHODS:
+    if cls is None or fn.name.value not in HTTP_METHODS:
         return False
-    return any((dotted(base.value) or "").rsplit(".", 1)[-1].endswith(_VIEW_BASES) for base in cls.bases)
+    return any((dotted(base.value) or "").rsplit(".", 1)[-1].endswith(VIEW_BASES) for base in cls.bases)
 
 
 def starts_unit_of_work(resolver: Resolver, fn: cst.FunctionDef) -> bool:

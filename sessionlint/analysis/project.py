@@ -499,8 +499,8 @@ class ProjectIndex:
         return where
 
     def instantiated_per_request(self, qname: str) -> str | None:
-        """A request handler (a function decorated ``@app.route``, ``@router.get``...)
-        that instantiates the project class ``qname``, directly or through the
+        """A request handler (``@app.route``, ``@router.get``, a class-based view's
+        ``get``...) that instantiates the project class ``qname``, directly or through the
         ``__init__`` of another class it instantiates (``TimeToCloseService(settings)``
         whose ``__init__`` makes a ``DataService``): every request then builds a new
         object. ``module.function``, or None. Matched by the class's name: only the
@@ -527,11 +527,11 @@ class ProjectIndex:
                 for owner, fn in _functions_with_owner(tree):
                     if not _instantiates(fn, names):
                         continue
-                    if _route_decorated(fn):
+                    if _handles_requests(owner, fn):
                         where, kept_by = f"{module_name_for(path, self.root)}.{fn.name}", frozenset({path})
                         break
-                    if fn.name == "__init__" and owner is not None and owner not in names:
-                        frontier.add(owner)
+                    if fn.name == "__init__" and owner is not None and owner.name not in names:
+                        frontier.add(owner.name)
                 if where is not None:
                     break
             names |= frontier
@@ -1146,19 +1146,25 @@ NO_RETURN_CALLS = frozenset(
 _NO_RETURN_TYPES = frozenset({"NoReturn", "Never"})
 
 
-# Decorator attributes that register a request handler (Flask, FastAPI, Sanic,
-# Starlette, aiohttp's RouteTableDef).
-_ROUTE_DECORATORS = frozenset({"route", "get", "post", "put", "patch", "delete", "api_route", "websocket"})
+# Decorator attributes that register a request handler: Flask/Quart ``route``,
+# FastAPI/Starlette/Litestar/Sanic ``get``/``post``/..., aiohttp ``RouteTableDef``.
+ROUTE_DECORATORS = frozenset(
+    {"route", "get", "post", "put", "patch", "delete", "head", "options", "api_route", "websocket", "view"}
+)
+# HTTP method names of class-based views (``MethodView``, ``Resource``, ``HTTPEndpoint``,
+# Tornado's ``RequestHandler``, Pyramid's view classes).
+HTTP_METHODS = frozenset({"get", "post", "put", "patch", "delete", "head", "options", "dispatch_request"})
+VIEW_BASES = ("View", "MethodView", "Resource", "Handler", "RequestHandler", "Endpoint", "HTTPEndpoint", "ViewSet")
 
 
-def _functions_with_owner(tree: ast.Module) -> Iterator[tuple[str | None, ast.FunctionDef | ast.AsyncFunctionDef]]:
-    """Every function of a module, with the name of the class it is a method of."""
-    stack: list[tuple[str | None, ast.AST]] = [(None, tree)]
+def _functions_with_owner(tree: ast.Module) -> Iterator[tuple[ast.ClassDef | None, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """Every function of a module, with the class it is a method of."""
+    stack: list[tuple[ast.ClassDef | None, ast.AST]] = [(None, tree)]
     while stack:
         owner, node = stack.pop()
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.ClassDef):
-                stack.append((child.name, child))
+                stack.append((child, child))
             elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 yield owner, child
                 stack.append((None, child))
@@ -1174,13 +1180,20 @@ def _instantiates(fn: ast.FunctionDef | ast.AsyncFunctionDef, names: set[str]) -
     return False
 
 
-def _route_decorated(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+def _handles_requests(owner: ast.ClassDef | None, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """``entry.is_request_handler`` on the ``ast``: a route-decorated function, or an
+    HTTP method of a class-based view."""
     for decorator in fn.decorator_list:
         if isinstance(decorator, ast.Call):
             decorator = decorator.func
-        if isinstance(decorator, ast.Attribute) and decorator.attr in _ROUTE_DECORATORS:
+        if isinstance(decorator, ast.Attribute) and decorator.attr in ROUTE_DECORATORS:
             return True
-    return False
+    if owner is None or fn.name not in HTTP_METHODS:
+        return False
+    return any(
+        (base.id if isinstance(base, ast.Name) else base.attr if isinstance(base, ast.Attribute) else "").endswith(VIEW_BASES)
+        for base in owner.bases
+    )
 
 
 def _hands_over(value: ast.expr, name: str) -> bool:

@@ -71,6 +71,18 @@ class SessionCall:
     call: cst.Call
 
 
+@dataclass(frozen=True, slots=True)
+class SessionWith:
+    """``with <call> as <name>:`` that binds a session: created by the call
+    (``Factory()``), or lent by it, known by the names (``db.session_context()``)."""
+
+    node: cst.With
+    name: str
+    call: cst.Call
+    kind: Kind
+    lent: bool
+
+
 @dataclass
 class FunctionTx:
     """Per-function session facts."""
@@ -79,6 +91,7 @@ class FunctionTx:
     scope: Scope
     parents: dict[int, cst.CSTNode]  # the module's parent map (calls.call_index)
     with_sessions: dict[str, list[cst.With]] = field(default_factory=dict)
+    withs: list[SessionWith] = field(default_factory=list)  # in walk order
 
 
 def analyzer_for(resolver: Resolver) -> TxAnalyzer:
@@ -103,16 +116,19 @@ class TxAnalyzer:
             scope = self.resolver.scope(node)
             found = FunctionTx(node, scope, call_index(self.resolver.module).parent)
             for sub in scope_nodes_of(node.body, cst.With):
-                if isinstance(sub, cst.With):
-                    for item in sub.items:
-                        if item.asname is None or not isinstance(item.asname.name, cst.Name):
-                            continue
-                        lender = strip_await(item.item)
-                        if self.creates_session(item.item, scope) is not None or (
-                            isinstance(lender, cst.Call)
-                            and self.resolver.lent_session(lender, item.asname.name.value, scope) is not None
-                        ):
-                            found.with_sessions.setdefault(item.asname.name.value, []).append(sub)
+                assert isinstance(sub, cst.With)
+                for item in sub.items:
+                    call = strip_await(item.item)
+                    if item.asname is None or not isinstance(item.asname.name, cst.Name) or not isinstance(call, cst.Call):
+                        continue
+                    name = item.asname.name.value
+                    kind = self.creates_session(call, scope)
+                    lent = kind is None
+                    if lent:
+                        kind = self.resolver.lent_session(call, name, scope)
+                    if kind is not None:
+                        found.withs.append(SessionWith(sub, name, call, kind, lent))
+                        found.with_sessions.setdefault(name, []).append(sub)
             self._functions[id(node)] = found
         return found
 

@@ -8,7 +8,7 @@ import libcst as cst
 
 from sessionlint.analysis.calls import call_index
 from sessionlint.analysis.context import FileContext
-from sessionlint.analysis.scope import Scope, dotted, strip_await
+from sessionlint.analysis.scope import Scope, dotted
 from sessionlint.analysis.sessions import analyzer_for
 from sessionlint.analysis.walk import scope_nodes_of
 from sessionlint.rules.base import Rule
@@ -324,24 +324,14 @@ def lazy_queries_returned(ctx: FileContext, fn: cst.FunctionDef) -> Iterator[tup
     ``s.query(...)`` (or a name only ever bound to one, refined in place): the caller
     runs it after the block closed the session, which reopens a connection that
     nothing closes."""
-    tx = analyzer_for(ctx.resolver)
-    scope = ctx.resolver.scope(fn)
-    for node in scope_nodes_of(fn.body, cst.With):
-        assert isinstance(node, cst.With)
-        for item in node.items:
-            if item.asname is None or not isinstance(item.asname.name, cst.Name):
-                continue
-            key = item.asname.name.value
-            call = strip_await(item.item)
-            if not isinstance(call, cst.Call):
-                continue
-            kind = tx.creates_session(call, scope) or ctx.resolver.lent_session(call, key, scope)
-            if kind is None or kind.scoped or kind.is_async:
-                continue
-            for statement in scope_nodes_of(node.body, cst.Return):
-                assert isinstance(statement, cst.Return)
-                if statement.value is not None and _lazy_query(statement.value, key, scope, 0):
-                    yield statement, key
+    facts = analyzer_for(ctx.resolver).function(fn)
+    for block in facts.withs:
+        if block.kind.scoped or block.kind.is_async:
+            continue
+        for statement in scope_nodes_of(block.node.body, cst.Return):
+            assert isinstance(statement, cst.Return)
+            if statement.value is not None and _lazy_query(statement.value, block.name, facts.scope, 0):
+                yield statement, block.name
 
 
 def _lazy_query(expr: cst.BaseExpression, key: str, scope: Scope, depth: int) -> bool:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import libcst as cst
 
-from sessionlint.analysis.context import FileContext
 from sessionlint.analysis.entry import is_entry_point
-from sessionlint.analysis.scope import dotted
-from sessionlint.analysis.walk import walk
 from sessionlint.rules.base import Rule
 from sessionlint.rules.engines.facts import (
     ABANDONED,
     ESCAPED,
     disposed_in_its_function,
+    dropped_undisposed,
     engine_calls,
     engine_fate,
     mysql_evidence,
@@ -115,7 +113,7 @@ class EnginePerCall(Rule):
                 continue
             if engine_fate(resolver, engine) == ABANDONED:
                 self.report(engine.call, var=engine.var or f"{engine.api}(...)", how="")
-            elif engine.var.startswith("self.") and fn.name.value != "__init__" and _dropped_undisposed(self.ctx, fn, engine.var):
+            elif engine.var.startswith("self.") and fn.name.value != "__init__" and dropped_undisposed(resolver, fn, engine.var):
                 # ``open()`` stores a new engine on self, ``close()`` sets it to None:
                 # every open/close cycle leaves a pool behind.
                 self.report(engine.call, var=engine.var, how=" (another method sets it to None without `dispose()`)")
@@ -129,25 +127,6 @@ class EnginePerCall(Rule):
                     # ``DataService.__init__`` builds the engine; a request handler builds
                     # a ``DataService`` per request.
                     self.report(engine.call, var=engine.var, how=f" of `{cls.name.value}()`, made per request in `{handler}`,")
-
-
-def _dropped_undisposed(ctx: FileContext, fn: cst.FunctionDef, var: str) -> bool:
-    """Whether another method of ``fn``'s class (not ``__init__``, where ``= None``
-    only declares it) sets ``self.<attr>`` (``var``) to None, a close path, and no
-    module of the project disposes a ``.<attr>``."""
-    cls = ctx.resolver.enclosing_class(fn)
-    if cls is None:
-        return False
-    dropped = any(
-        isinstance(node, cst.Assign)
-        and any(dotted(target.target) == var for target in node.targets)
-        and isinstance(node.value, cst.Name)
-        and node.value.value == "None"
-        for method in cls.body.body
-        if isinstance(method, cst.FunctionDef) and method.name.value not in ("__init__", fn.name.value)
-        for node in walk(method)
-    )
-    return dropped and not ctx.index.attribute_disposed(var[len("self."):])
 
 
 class MysqlPoolRecycle(Rule):

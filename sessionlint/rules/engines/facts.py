@@ -31,7 +31,7 @@ from sessionlint.analysis.calls import (
     positional_args,
 )
 from sessionlint.analysis.scope import Resolver, Scope, ScopeNode, dotted, strip_await
-from sessionlint.analysis.walk import SCOPE_NODES, children, walk_scope
+from sessionlint.analysis.walk import SCOPE_NODES, children, walk, walk_scope
 
 ENGINE_APIS = frozenset({"create_engine", "create_async_engine"})
 MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
@@ -548,6 +548,25 @@ def disposed_in_its_function(resolver: Resolver, engine: EngineCall) -> bool:
         ):
             return True
     return False
+
+
+def dropped_undisposed(resolver: Resolver, fn: cst.FunctionDef, var: str) -> bool:
+    """Whether another method of ``fn``'s class (not ``__init__``, where ``= None``
+    only declares it) sets ``self.<attr>`` (``var``) to None, a close path, and no
+    module of the project disposes a ``.<attr>``."""
+    cls = resolver.enclosing_class(fn)
+    if cls is None:
+        return False
+    dropped = any(
+        isinstance(node, cst.Assign)
+        and any(dotted(target.target) == var for target in node.targets)
+        and isinstance(node.value, cst.Name)
+        and node.value.value == "None"
+        for method in cls.body.body
+        if isinstance(method, cst.FunctionDef) and method.name.value not in ("__init__", fn.name.value)
+        for node in walk(method)
+    )
+    return dropped and not resolver.index.attribute_disposed(var[len("self."):])
 
 
 def is_cached_function(resolver: Resolver, fn: cst.FunctionDef) -> bool:

@@ -233,23 +233,18 @@ def uncommitted_blocks(tx: TxAnalyzer, fn: cst.FunctionDef, flow_sites: Iterable
     each), that write and never commit."""
     facts = tx.function(fn)
     scope = facts.scope
-    for node in scope_nodes_of(fn.body, cst.With):
-        assert isinstance(node, cst.With)
-        for item in node.items:
-            if item.asname is None or not isinstance(item.asname.name, cst.Name):
-                continue
-            key = item.asname.name.value
-            kind = tx.creates_session(item.item, scope)
-            call = strip_await(item.item)
-            if kind is None or kind.scoped or kind.api == "begin" or not isinstance(call, cst.Call):
-                continue
-            if any(_begin_item(other, key) for other in node.items):
-                continue
-            if _joins_external_transaction(tx, call, scope):
-                continue
-            writes, settles = _session_block_facts(tx, node.body, key, fn)
-            if writes and not settles and not _names_escape(tx, node.body, key, fn):
-                yield node, key
+    for block in facts.withs:
+        # A lent session's lender may commit when the block ends (``session_scope()``).
+        if block.lent or block.kind.scoped or block.kind.api == "begin":
+            continue
+        node, key = block.node, block.name
+        if any(_begin_item(other, key) for other in node.items):
+            continue
+        if _joins_external_transaction(tx, block.call, scope):
+            continue
+        writes, settles = _session_block_facts(tx, node.body, key, fn)
+        if writes and not settles and not _names_escape(tx, node.body, key, fn):
+            yield node, key
     for call, name in flow_sites:
         bindings = list(tx._bindings(facts, name))
         if len(bindings) != 1 or name in facts.with_sessions or name in scope.params:
