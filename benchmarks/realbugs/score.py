@@ -8,7 +8,10 @@ config file of that commit, as a user's checkout has them, with a ``pyproject.to
 at the root so that names resolve across modules). Per family it prints how many bugs are
 
 * detected: a finding of the right family on one of the buggy lines of the parent;
-* cleared: the fix's version has fewer findings of that family in the file.
+* cleared: the fix's version has fewer findings of that family in the file;
+* cleared, bug's code: it has fewer findings of the entry's own codes (``codes``), so
+  a fix that closes a session on the success path only counts (SES101 gone, while
+  SES102 still, and rightly, reports the exception path).
 
 The repositories' git mirrors are read from ``/work/.mirror`` (bring one with the
 search tool's ``fetch``, see ``benchmarks/README.md``); an entry whose mirror is
@@ -50,8 +53,9 @@ def lint(root: Path, path: str) -> list[dict[str, object]]:
     return [d for d in json.loads(done.stdout) if not str(d["code"]).startswith("SES0")]
 
 
-def family_lines(findings: list[dict[str, object]], family: str) -> list[int]:
-    return [int(d["line"]) for d in findings if str(d["code"]).startswith(family)]  # type: ignore[call-overload]
+def family_findings(findings: list[dict[str, object]], family: str) -> list[tuple[int, str]]:
+    """(line, code) of the findings of ``family``."""
+    return [(int(d["line"]), str(d["code"])) for d in findings if str(d["code"]).startswith(family)]  # type: ignore[call-overload]
 
 
 def score_entry(entry: dict[str, object], modes: list[str], work: Path, trees: dict[tuple[str, str], Path]) -> dict[str, object]:
@@ -84,13 +88,19 @@ def score_entry(entry: dict[str, object], modes: list[str], work: Path, trees: d
                     continue
                 (root / path).parent.mkdir(parents=True, exist_ok=True)
                 (root / path).write_bytes(data)
-            counts[side] = family_lines(lint(root, path), family)
+            counts[side] = family_findings(lint(root, path), family)
         buggy, fixed = counts["buggy"] or [], counts["fixed"]
+        codes = set(entry.get("codes") or ())  # type: ignore[arg-type]
         result[mode] = {
-            "detected": bool(lines & set(buggy)),
+            "detected": bool(lines & {line for line, _ in buggy}),
             "cleared": fixed is not None and len(fixed) < len(buggy),
-            "buggy_findings": buggy,
-            "fixed_findings": fixed,
+            # The bug's own code (SES101 "never closed") gone, while the family still
+            # has a finding: most often a fix that closes on the success path only,
+            # which SES102 rightly still reports.
+            "cleared_code": fixed is not None
+            and sum(code in codes for _, code in fixed) < sum(code in codes for _, code in buggy),
+            "buggy_findings": [f"{line}:{code}" for line, code in buggy],
+            "fixed_findings": None if fixed is None else [f"{line}:{code}" for line, code in fixed],
         }
     return result
 
@@ -128,9 +138,10 @@ def main() -> int:
             assert isinstance(facts, dict)
             row[f"{mode}.detected"] += facts["detected"]
             row[f"{mode}.cleared"] += facts["cleared"]
+            row[f"{mode}.cleared_code"] += facts["cleared_code"]
             row["any.detected"] += 0
         row["any.detected"] += any(r[m]["detected"] for m in modes)  # type: ignore[index]
-    header = ["family", "scored", *(f"{m} detected" for m in modes), *(f"{m} cleared" for m in modes), "detected either", "skipped"]
+    header = ["family", "scored", *(f"{m} detected" for m in modes), *(f"{m} cleared" for m in modes), *(f"{m} cleared, bug's code" for m in modes), "detected either", "skipped"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     total: dict[str, int] = defaultdict(int)
@@ -138,9 +149,9 @@ def main() -> int:
         row = table[family]
         for k, v in row.items():
             total[k] += v
-        cells = [family, row["scored"], *(row[f"{m}.detected"] for m in modes), *(row[f"{m}.cleared"] for m in modes), row["any.detected"], row["skipped"]]
+        cells = [family, row["scored"], *(row[f"{m}.detected"] for m in modes), *(row[f"{m}.cleared"] for m in modes), *(row[f"{m}.cleared_code"] for m in modes), row["any.detected"], row["skipped"]]
         print("| " + " | ".join(str(c) for c in cells) + " |")
-    cells = ["all", total["scored"], *(total[f"{m}.detected"] for m in modes), *(total[f"{m}.cleared"] for m in modes), total["any.detected"], total["skipped"]]
+    cells = ["all", total["scored"], *(total[f"{m}.detected"] for m in modes), *(total[f"{m}.cleared"] for m in modes), *(total[f"{m}.cleared_code"] for m in modes), total["any.detected"], total["skipped"]]
     print("| " + " | ".join(str(c) for c in cells) + " |")
     return 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import bisect
+import builtins
 import dataclasses
 import os
 import re
@@ -654,6 +655,11 @@ class ProjectIndex:
                     if parts[-1] == "create_scoped_session":
                         return Kind("api", api="scoped_session", origin=qname)
                     return extension_session(owner, qname)
+            if i == len(parts) - 2 and parts[-1] in facts.methods.get(parts[i], ()):
+                # ``SessionManager.session(url)``: a classmethod or staticmethod called
+                # on its class is a project helper like a module function.
+                summary = facts.methods[parts[i]][parts[-1]]
+                return Kind("function", origin=qname, where=(facts.path, 0), function=summary)
             if i != len(parts) - 1:
                 # ``pkg.mod`` where ``mod`` is a submodule, then an attribute of it:
                 # handled by a longer prefix; an attribute of a symbol is not a kind.
@@ -896,7 +902,9 @@ class _Summarizer:
         if isinstance(expr, ast.Name):
             if expr.id in self.facts.imports:
                 return self.facts.imports[expr.id]
-            if expr.id in self.defined:
+            if expr.id in self.defined or (self.facts.star_imports and not hasattr(builtins, expr.id)):
+                # A name neither imported nor defined here may come from a ``from m
+                # import *`` (``kind_of`` looks there).
                 return f"{self.facts.name}.{expr.id}"
             return None
         if isinstance(expr, ast.Attribute):

@@ -127,7 +127,25 @@ class Relevance:
         kind = self.index.kind_of(qname)
         if kind is not None and (kind.tag in _INTERESTING_TAGS or self._returns_interesting(kind)):
             return True
-        return qname in self._modules
+        return qname in self._modules or (kind is None and self._class_hands_out(qname))
+
+    def _class_hands_out(self, qname: str, depth: int = 0) -> bool:
+        """A project class with a classmethod or staticmethod returning something
+        interesting (``SessionManager.session(url)``), which callers reach through the
+        class's name. Instance methods are reached through instances, which name
+        nothing interesting, so they are not counted."""
+        module, _, name = qname.rpartition(".")
+        facts = self.index.facts_for_module(module) if module else None
+        if facts is None or depth > 5:
+            return False
+        if name in facts.imports:
+            return self._class_hands_out(facts.imports[name], depth + 1)
+        return any(
+            summary.returns is not None
+            and summary.params[:1] != ("self",)
+            and self._returns_interesting(Kind("function", function=summary))
+            for summary in facts.methods.get(name, {}).values()
+        )
 
     def _returns_interesting(self, kind: Kind) -> bool:
         """A project function returning an engine, session, factory... (``get_engine()``)."""
