@@ -9,8 +9,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sessionlint import __version__
+
+if TYPE_CHECKING:
+    from sessionlint.diagnostics import Diagnostic
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -45,6 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--no-cache", action="store_true", help="ignore and do not update .sessionlint_cache/"
+    )
+    adopt = check.add_argument_group("adopting on existing code")
+    adopt.add_argument(
+        "--baseline", metavar="FILE", help="report only findings not in this baseline (default: [tool.sessionlint] baseline)"
+    )
+    adopt.add_argument(
+        "--write-baseline", metavar="FILE", help="write the current findings to this baseline file and report nothing"
+    )
+    adopt.add_argument(
+        "--no-baseline", action="store_true", help="ignore the configured baseline: report every finding"
+    )
+    adopt.add_argument(
+        "--add-noqa", action="store_true", help="append `# noqa: SESxxx` to every line with a finding"
     )
 
     rules = sub.add_parser("rules", help="list every rule")
@@ -129,6 +147,17 @@ def _check(args: argparse.Namespace) -> int:
         print("sessionlint: error: '-' (standard input) cannot be combined with other paths", file=sys.stderr)
         return EXIT_ERROR
     anchor = [args.stdin_filename] if reading_stdin and args.stdin_filename else paths
+    for flag, clash in (
+        ("--add-noqa", "--write-baseline"),
+        ("--baseline", "--no-baseline"),
+        ("--write-baseline", "--baseline"),
+    ):
+        if getattr(args, flag[2:].replace("-", "_")) and getattr(args, clash[2:].replace("-", "_")):
+            print(f"sessionlint: error: {flag} cannot be combined with {clash}", file=sys.stderr)
+            return EXIT_ERROR
+    if reading_stdin and args.add_noqa:
+        print("sessionlint: error: --add-noqa rewrites files; it cannot rewrite standard input", file=sys.stderr)
+        return EXIT_ERROR
     try:
         settings = project_settings(anchor, args.config)
         overrides = {}
@@ -149,6 +178,7 @@ def _check(args: argparse.Namespace) -> int:
     status_error = False
     diagnostics = []
     errors: list[str] = []
+    sources: dict[str, str] = {}  # text already read (stdin), for baseline fingerprints
     if reading_stdin:
         from sessionlint.engine import Checker
 
@@ -161,6 +191,7 @@ def _check(args: argparse.Namespace) -> int:
             result = FileResult(display, [input_error("SES002", display, 1, 1, str(exc))])
         else:
             result = checker.check_source(source, display, index_path=os.path.abspath(display))
+            sources[display] = source
         results = [result]
     else:
         files, missing, empty = discover(paths, settings.root, (*settings.exclude, *settings.extend_exclude))
@@ -176,6 +207,32 @@ def _check(args: argparse.Namespace) -> int:
         errors.extend(result.errors)
         status_error = status_error or result.has_input_error or bool(result.errors)
     diagnostics.sort(key=lambda d: (d.path, d.line, d.column, d.code))
+
+    checked = [r.path for r in results]
+    if args.write_baseline:
+        return _write_baseline(Path(args.write_baseline), diagnostics, sources, checked, status_error)
+    baseline_path = None if args.no_baseline else (Path(args.baseline) if args.baseline else settings.baseline)
+    if baseline_path is not None:
+        from sessionlint.baseline import Baseline, BaselineError, fingerprinted, relative
+
+        try:
+            baseline = Baseline.load(baseline_path)
+        except BaselineError as exc:
+            print(f"sessionlint: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        base = baseline_path.resolve().parent
+        diagnostics, absorbed = baseline.filter(fingerprinted(diagnostics, base, sources))
+        stale = baseline.unmatched({relative(path, base) for path in checked})
+        if absorbed or stale:
+            summary = f"sessionlint: {absorbed} finding{'s' * (absorbed != 1)} in the baseline not shown"
+            if stale:
+                summary += (
+                    f"; {stale} baseline {'entries no longer match' if stale != 1 else 'entry no longer matches'} any finding"
+                    f" (rewrite {baseline_path} with --write-baseline to prune)"
+                )
+            errors.insert(0, summary)
+    if args.add_noqa:
+        return _add_noqa(diagnostics, errors, status_error)
 
     rendered = output.FORMATS[args.format](diagnostics)
     if args.statistics and args.format == "text":
@@ -195,6 +252,73 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     findings = any(d.code not in ("SES001", "SES002") for d in diagnostics)
     return EXIT_FINDINGS if findings and not args.exit_zero else EXIT_CLEAN
+
+
+def _write_baseline(path: Path, diagnostics: list[Diagnostic], sources: dict[str, str], checked: list[str], status_error: bool) -> int:
+    """``--write-baseline FILE``: the current findings, plus the entries an existing
+    FILE has for files this run did not check."""
+    from sessionlint.baseline import Baseline, BaselineError, fingerprinted, relative, write
+
+    previous = None
+    if path.exists():
+        try:
+            previous = Baseline.load(path)
+        except BaselineError as exc:
+            print(f"sessionlint: {exc}; writing a new one", file=sys.stderr)
+    findings = [d for d in diagnostics if d.code not in ("SES001", "SES002")]
+    root = path.resolve().parent
+    try:
+        count = write(
+            path,
+            (entry for _, entry in fingerprinted(findings, root, sources)),
+            keep_from=previous,
+            replaced={relative(p, root) for p in checked},
+        )
+    except BaselineError as exc:
+        print(f"sessionlint: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"sessionlint: wrote {count} finding{'s' * (count != 1)} to {path}", file=sys.stderr)
+    for d in diagnostics:
+        if d.code in ("SES001", "SES002"):
+            print(f"{d.path}:{d.line}:{d.column}: {d.code} {d.message}", file=sys.stderr)
+    return EXIT_ERROR if status_error else EXIT_CLEAN
+
+
+def _add_noqa(diagnostics: list[Diagnostic], errors: list[str], status_error: bool) -> int:
+    """``--add-noqa``: a ``# noqa: SESxxx`` on each reported line, in place."""
+    from sessionlint.rewrite import rewrite_file
+    from sessionlint.suppress import add_noqa
+
+    wanted: dict[str, dict[int, set[str]]] = {}
+    for d in diagnostics:
+        if d.code in ("SES001", "SES002"):
+            errors.append(f"{d.path}:{d.line}:{d.column}: {d.code} {d.message}")
+        elif d.path != "-":
+            wanted.setdefault(d.path, {}).setdefault(d.line, set()).add(d.code)
+    added = 0
+    for path, lines in sorted(wanted.items()):
+        outcome: dict[str, object] = {}
+
+        def transform(text: str, lines: dict[int, set[str]] = lines, outcome: dict[str, object] = outcome) -> str:
+            new, outcome["changed"], outcome["skipped"] = add_noqa(text, lines)
+            return new
+
+        done = rewrite_file(path, transform)
+        if done.problem:
+            errors.append(f"sessionlint: {path}: {done.problem}")
+            status_error = True
+            continue
+        if done.changed:
+            added += int(outcome.get("changed", 0))  # type: ignore[call-overload]
+        for line in outcome.get("skipped", []):  # type: ignore[attr-defined]
+            errors.append(
+                f"sessionlint: {path}:{line}: no `# noqa` added: the line ends inside a string or "
+                "before a backslash continuation (use a baseline for it)"
+            )
+    print(f"sessionlint: added {added} noqa directive{'s' * (added != 1)}", file=sys.stderr)
+    for error in errors:
+        print(error, file=sys.stderr)
+    return EXIT_ERROR if status_error else EXIT_CLEAN
 
 
 if __name__ == "__main__":  # pragma: no cover

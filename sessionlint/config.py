@@ -28,6 +28,9 @@ class Settings:
     extend_exclude: tuple[str, ...] = ()
     per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
     session_factories: tuple[str, ...] = ()
+    # The baseline file (``baseline = "..."``, relative to the pyproject.toml): its
+    # findings are not reported. It filters results, so it is not in the cache key.
+    baseline: Path | None = None
     # Where the configuration came from (None: defaults) and the project root
     # the cross-module index is built over.
     config_path: Path | None = None
@@ -55,6 +58,7 @@ _KEYS = {
     "extend-exclude": "strings",
     "per-file-ignores": "table",
     "session-factories": "strings",
+    "baseline": "path",
 }
 
 
@@ -116,6 +120,11 @@ def parse_table(table: dict[str, Any], source: str, base: Settings | None = None
             changes[attr] = parse_codes(value, where)
         elif kind == "strings":
             changes[attr] = _strings(value, where)
+        elif kind == "path":
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}: expected a file path, got {value!r}")
+            base_dir = settings.config_path.parent if settings.config_path is not None else settings.root
+            changes[attr] = base_dir / value
         else:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: expected a table of glob = [codes]")

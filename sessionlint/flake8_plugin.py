@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from sessionlint import __version__
 
 if TYPE_CHECKING:  # the engine (and LibCST) load on the first checked file, not at flake8 start-up
+    from sessionlint.baseline import Baseline
     from sessionlint.config import Settings
 
 # flake8 yields (line, column, "CODE message", type): line 1-based, column 0-based.
@@ -76,6 +77,14 @@ class _Project:
         # refreshed with flake8's text by Checker.check_source. flake8 applies
         # `# noqa` itself (and honours its --disable-noqa), so the checker does not.
         self.checker = Checker(settings, build_index(settings, ()), noqa=False)
+        self.baseline: Baseline | None = None
+        if settings.baseline is not None:
+            from sessionlint.baseline import Baseline, BaselineError
+
+            try:
+                self.baseline = Baseline.load(settings.baseline)
+            except BaselineError as exc:
+                raise SessionlintConfigError(str(exc)) from None
 
 
 # Per process: directory -> settings key, settings key -> project. Both are filled
@@ -111,7 +120,7 @@ def _project_for(settings: Settings) -> _Project:
         str(settings.root),
         str(settings.config_path),
         settings.cache_key(),
-        repr((settings.exclude, settings.extend_exclude)),
+        repr((settings.exclude, settings.extend_exclude, settings.baseline)),
     )
     project = _PROJECTS.get(key)
     if project is None:
@@ -155,7 +164,14 @@ class Plugin:
             # flake8 has no --debug of ours: point at the CLI, which shows the traceback.
             error = error.replace("rerun with --debug", f"run `sessionlint check --debug {filename}`")
             print(f"sessionlint: {error}", file=sys.stderr)
-        for d in result.diagnostics:
+        diagnostics = result.diagnostics
+        if project.baseline is not None and project.settings.baseline is not None and diagnostics and not on_stdin:
+            from sessionlint.baseline import fingerprinted, relative
+
+            base = project.settings.baseline.resolve().parent
+            mine = project.baseline.for_paths({relative(filename, base)})
+            diagnostics, _ = mine.filter(fingerprinted(diagnostics, base, {filename: source}))
+        for d in diagnostics:
             if d.code in _INPUT_ERRORS:
                 continue  # flake8 reports unparsable files itself (E999/E902)
             yield d.line, d.column - 1, f"{d.code} {d.message}", type(self)

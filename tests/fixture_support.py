@@ -9,11 +9,14 @@ and a header ``# sessionlint-config: key = value`` (TOML) for options.
 from __future__ import annotations
 
 import io
+import os
 import re
 import tokenize
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from sessionlint.analysis.project import ProjectIndex
 from sessionlint.config import Settings, parse_table
@@ -134,3 +137,18 @@ def lint(root: Path, files: list[Path], stage1: bool, settings: Settings | None 
         assert not result.errors, result.errors
         out.extend(result.diagnostics)
     return sorted(out)
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str], cwd: Path | None = None) -> tuple[int, str, str]:
+    """``sessionlint <args>`` in-process, from ``cwd``: (exit status, stdout, stderr)."""
+    from sessionlint.cli import main
+
+    old = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        code = main(args)
+    finally:
+        os.chdir(old)
+    out, err = capsys.readouterr()
+    return code, out, err

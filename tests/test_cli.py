@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fixture_support import run_cli as run
 from sessionlint.cli import main
 
 LEAK = """\
@@ -33,18 +34,6 @@ def get(user_id):
     with SessionLocal() as session:
         return session.get(dict, user_id)
 """
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str], cwd: Path | None = None) -> tuple[int, str, str]:
-    old = os.getcwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        code = main(args)
-    finally:
-        os.chdir(old)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -145,3 +145,40 @@ def test_try_repo_fails_on_misuse_then_passes_on_the_fix(tmp_path: Path, hook_re
     assert proc.returncode == 0, output
     assert "SES101" not in output
     assert "Passed" in output
+
+
+TWO_LEAKS_VIEW = LEAKY_VIEW + """
+
+def count_orders():
+    session = SessionLocal()
+    return session.execute("select count(*) from orders").scalar()
+"""
+
+
+def test_hook_honours_the_configured_baseline(tmp_path: Path, hook_repo: Path, pre_commit_home: Path) -> None:
+    from sessionlint.cli import main
+
+    env = _git_env(pre_commit_home)
+    project = tmp_path / "project"
+    (project / "app").mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[tool.sessionlint]\nbaseline = "sessionlint-baseline.json"\n')
+    (project / "app" / "__init__.py").write_text("")
+    (project / "app" / "db.py").write_text(DB)
+    (project / "app" / "views.py").write_text(LEAKY_VIEW)
+    # The existing leak goes into the baseline; the hook then stops only new ones.
+    assert main(["check", "--write-baseline", str(project / "sessionlint-baseline.json"), str(project / "app")]) == 0
+    _git(project, env, "init", "-q")
+    _git(project, env, "add", "-A")
+    _git(project, env, "commit", "-q", "-m", "existing code and its baseline")
+
+    (project / "app" / "views.py").write_text(TWO_LEAKS_VIEW)
+    _git(project, env, "add", "app/views.py")
+    proc = subprocess.run(
+        [*PRE_COMMIT, "try-repo", str(hook_repo), "sessionlint", "--verbose"],
+        cwd=project, env=env, capture_output=True, text=True, check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert "app/views.py:10:15: SES101" in output, output  # the new leak in count_orders()
+    assert "app/views.py:5:15: SES101" not in output  # the baselined one in count_users()
+    assert "1 finding in the baseline not shown" in output

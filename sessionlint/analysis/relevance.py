@@ -24,6 +24,7 @@ from sessionlint.analysis.kinds import Kind
 from sessionlint.analysis.project import ModuleFacts, ProjectIndex
 from sessionlint.analysis.evidence import FACTORY_WORDS, LENT_SESSION, spells_session_use
 from sessionlint.analysis.sqla import API_NAMES, external_module, names_sqla, sqla_kind
+from sessionlint.sources import PHYSICAL_LINES
 
 # Module paths through which SQLAlchemy's API is reached (``import sqlalchemy as sa``,
 # ``from sqlalchemy import orm``, ``from sqlalchemy.ext import asyncio``).
@@ -35,9 +36,6 @@ _SQLA_MODULES = frozenset(
 _INTERESTING_TAGS = frozenset(
     {"session_class", "factory", "registry", "session", "engine", "engine_type", "connection", "connection_type", "api", "extension"}
 )
-
-
-_LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
 
 @dataclass(frozen=True)
@@ -52,9 +50,7 @@ class Plan:
         """``source`` with the blanked blocks replaced by empty lines."""
         if not self.blank:
             return source
-        # Lines as Python counts them: str.splitlines() would also break at form
-        # feeds and other separators that are not line ends in source code.
-        lines = _LINES.findall(source)
+        lines = PHYSICAL_LINES.findall(source)
         for first, last in self.blank:
             for number in range(first - 1, min(last, len(lines))):
                 line = lines[number]
