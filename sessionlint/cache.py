@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sessionlint.diagnostics import Diagnostic, FileResult
+from sessionlint.diagnostics import Diagnostic, Edit, FileResult, Fix
 
 CACHE_DIR = ".sessionlint_cache"
-_FORMAT = 3
+_FORMAT = 4
 
 
 def content_hash(data: bytes) -> str:
@@ -31,12 +31,19 @@ def content_hash(data: bytes) -> str:
 
 
 def _pack(d: Diagnostic) -> list[Any]:
-    return [d.line, d.column, d.code, d.name, d.message, d.end_line, d.end_column, d.hint]
+    fix = None
+    if d.fix is not None:
+        fix = [d.fix.applicability, d.fix.message, [[e.line, e.column, e.end_line, e.end_column, e.content] for e in d.fix.edits]]
+    return [d.line, d.column, d.code, d.name, d.message, d.end_line, d.end_column, d.hint, fix]
 
 
 def _unpack(path: str, item: list[Any]) -> Diagnostic:
-    line, column, code, name, message, end_line, end_column, hint = item
-    return Diagnostic(path, line, column, code, name, message, end_line, end_column, hint)
+    line, column, code, name, message, end_line, end_column, hint, packed = item
+    fix = None
+    if packed is not None:
+        applicability, fix_message, edits = packed
+        fix = Fix(applicability, fix_message, tuple(Edit(*e) for e in edits))
+    return Diagnostic(path, line, column, code, name, message, end_line, end_column, hint, fix)
 
 
 @dataclass

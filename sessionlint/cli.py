@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--no-cache", action="store_true", help="ignore and do not update .sessionlint_cache/"
     )
+    fixing = check.add_argument_group("fixing")
+    fixing.add_argument("--fix", action="store_true", help="apply safe fixes in place, then report what is left")
+    fixing.add_argument("--unsafe-fixes", action="store_true", help="with --fix or --diff: also fixes that may change behaviour")
+    fixing.add_argument("--diff", action="store_true", help="print the diff --fix would apply; change nothing (exit 1 if any)")
     adopt = check.add_argument_group("adopting on existing code")
     adopt.add_argument(
         "--baseline", metavar="FILE", help="report only findings not in this baseline (default: [tool.sessionlint] baseline)"
@@ -148,6 +152,11 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     anchor = [args.stdin_filename] if reading_stdin and args.stdin_filename else paths
     for flag, clash in (
+        ("--fix", "--diff"),
+        ("--fix", "--add-noqa"),
+        ("--diff", "--add-noqa"),
+        ("--fix", "--write-baseline"),
+        ("--diff", "--write-baseline"),
         ("--add-noqa", "--write-baseline"),
         ("--baseline", "--no-baseline"),
         ("--write-baseline", "--baseline"),
@@ -155,9 +164,11 @@ def _check(args: argparse.Namespace) -> int:
         if getattr(args, flag[2:].replace("-", "_")) and getattr(args, clash[2:].replace("-", "_")):
             print(f"sessionlint: error: {flag} cannot be combined with {clash}", file=sys.stderr)
             return EXIT_ERROR
-    if reading_stdin and args.add_noqa:
-        print("sessionlint: error: --add-noqa rewrites files; it cannot rewrite standard input", file=sys.stderr)
-        return EXIT_ERROR
+    for flag in ("add_noqa", "fix"):
+        if reading_stdin and getattr(args, flag):
+            option = "--" + flag.replace("_", "-")
+            print(f"sessionlint: error: {option} rewrites files; it cannot rewrite standard input (try --diff)", file=sys.stderr)
+            return EXIT_ERROR
     try:
         settings = project_settings(anchor, args.config)
         overrides = {}
@@ -233,8 +244,29 @@ def _check(args: argparse.Namespace) -> int:
             errors.insert(0, summary)
     if args.add_noqa:
         return _add_noqa(diagnostics, errors, status_error)
+    if args.fix or args.diff:
+        from sessionlint.fixer import FixRequest, run_fixes
 
-    rendered = output.FORMATS[args.format](diagnostics)
+        request = FixRequest(settings, baseline_path, args.unsafe_fixes, write=args.fix, sources=sources)
+        outcome = run_fixes(request, diagnostics, [r.path for r in results])
+        errors[:0] = outcome.errors
+        status_error = status_error or bool(outcome.errors)
+        if args.diff:
+            sys.stdout.write(outcome.diff)
+            for error in errors:
+                print(error, file=sys.stderr)
+            print(outcome.summary, file=sys.stderr)
+            return EXIT_ERROR if status_error else (EXIT_FINDINGS if outcome.diff else EXIT_CLEAN)
+        diagnostics = outcome.diagnostics
+        errors.append(outcome.summary)
+
+    if args.format == "text":
+        rendered = output.text(diagnostics, args.unsafe_fixes)
+        notice = output.fix_summary(diagnostics, args.unsafe_fixes) if not args.fix else ""
+        if notice:
+            errors.append(notice)
+    else:
+        rendered = output.FORMATS[args.format](diagnostics)
     if args.statistics and args.format == "text":
         rendered += output.statistics(diagnostics)
     if args.output_file:

@@ -5,6 +5,43 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """Replace the text from (``line``, ``column``) up to (``end_line``, ``end_column``)
+    (1-based, end exclusive) with ``content``. Fixes edit whole lines: ``column`` and
+    ``end_column`` are 1, and ``end_line`` may be one past the last line."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    content: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "line": self.line,
+            "column": self.column,
+            "end_line": self.end_line,
+            "end_column": self.end_column,
+            "content": self.content,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """A finding's fix: ``safe`` keeps the code's behaviour, ``unsafe`` may change it."""
+
+    applicability: str  # "safe" | "unsafe"
+    message: str
+    edits: tuple[Edit, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"applicability": self.applicability, "message": self.message, "edits": [e.as_dict() for e in self.edits]}
+
+    def applies(self, unsafe: bool) -> bool:
+        return self.applicability == "safe" or unsafe
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Diagnostic:
     """A finding. Lines and columns are 1-based; ``end_*`` bound the reported node."""
@@ -18,9 +55,10 @@ class Diagnostic:
     end_line: int = 0
     end_column: int = 0
     hint: str | None = None
+    fix: Fix | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        fields: dict[str, object] = {
             "path": self.path,
             "line": self.line,
             "column": self.column,
@@ -31,6 +69,9 @@ class Diagnostic:
             "message": self.message,
             "hint": self.hint,
         }
+        if self.fix is not None:
+            fields["fix"] = self.fix.as_dict()
+        return fields
 
 
 @dataclass

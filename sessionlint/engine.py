@@ -22,9 +22,10 @@ from sessionlint.analysis.project import ProjectIndex, null_byte_problem, syntax
 from sessionlint.analysis.relevance import Relevance
 from sessionlint.analysis.walk import children
 from sessionlint.config import Settings
-from sessionlint.diagnostics import Diagnostic, FileResult, input_error
+from sessionlint.diagnostics import Diagnostic, FileResult, Fix, input_error
+from sessionlint.fixes import compiles, line_edits
 from sessionlint.sources import SourceError, decode_source
-from sessionlint.rules.base import Report, Rule
+from sessionlint.rules.base import FixSpec, Report, Rule
 from sessionlint.suppress import is_suppressed, noqa_lines
 
 
@@ -328,6 +329,7 @@ class Checker:
             if key in seen or is_suppressed(noqa, line, report.rule.code):
                 continue
             seen.add(key)
+            fix = self._fix(module, report.fix) if report.fix is not None else None
             yield Diagnostic(
                 path=path,
                 line=line,
@@ -338,7 +340,23 @@ class Checker:
                 end_line=where.end.line,
                 end_column=where.end.column + 1,
                 hint=report.rule.hint,
+                fix=fix,
             )
+
+    def _fix(self, module: cst.Module, spec: FixSpec) -> Fix | None:
+        """``spec`` as line edits of the file: the lines where the module's code and
+        the code with ``spec.old`` replaced differ. The module may be stage 1's reduced
+        text, whose lines are the file's lines wherever a rule can report, so the edits
+        apply to the file itself. None when the fixed code would not compile."""
+        try:
+            fixed = module.deep_replace(spec.old, spec.new)
+            assert isinstance(fixed, cst.Module)
+            new_code = fixed.code
+            compiles(new_code)
+        except (SyntaxError, ValueError, cst.CSTValidationError):
+            return None
+        edits = line_edits(module.code, new_code)
+        return Fix(spec.applicability, spec.message, edits) if edits else None
 
     def input_error(self, code: str, path: str, line: int, col: int, error: str) -> Diagnostic:
         return input_error(code, path, line, col, error)

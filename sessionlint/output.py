@@ -17,8 +17,25 @@ if TYPE_CHECKING:
     from sessionlint.rules.base import Rule
 
 
-def text(diagnostics: Sequence[Diagnostic]) -> str:
-    return "".join(f"{d.path}:{d.line}:{d.column}: {d.code} {d.message}\n" for d in diagnostics)
+def text(diagnostics: Sequence[Diagnostic], unsafe_fixes: bool = False) -> str:
+    """``path:line:col: CODE message``, with ``[*]`` after the code when ``--fix``
+    would fix it (a safe fix, or an unsafe one under ``--unsafe-fixes``)."""
+    return "".join(
+        f"{d.path}:{d.line}:{d.column}: {d.code} {'[*] ' if d.fix is not None and d.fix.applies(unsafe_fixes) else ''}{d.message}\n"
+        for d in diagnostics
+    )
+
+
+def fix_summary(diagnostics: Sequence[Diagnostic], unsafe_fixes: bool) -> str:
+    """What ``--fix`` could do with these findings, for the end of a text report."""
+    safe = sum(1 for d in diagnostics if d.fix is not None and d.fix.applies(unsafe_fixes))
+    hidden = sum(1 for d in diagnostics if d.fix is not None and not d.fix.applies(unsafe_fixes))
+    parts = []
+    if safe:
+        parts.append(f"[*] {safe} fixable with --fix" + (" --unsafe-fixes" if unsafe_fixes else ""))
+    if hidden:
+        parts.append(f"{hidden} more with --fix --unsafe-fixes")
+    return f"sessionlint: {'; '.join(parts)}" if parts else ""
 
 
 def json_format(diagnostics: Sequence[Diagnostic]) -> str:
@@ -123,6 +140,20 @@ def sarif(diagnostics: Sequence[Diagnostic], base_dir: str | None = None) -> str
         }
         if d.code in index:
             result["ruleIndex"] = index[d.code]
+        if d.fix is not None:
+            replacements = [
+                {
+                    "deletedRegion": {"startLine": e.line, "startColumn": e.column, "endLine": e.end_line, "endColumn": e.end_column},
+                    "insertedContent": {"text": e.content},
+                }
+                for e in d.fix.edits
+            ]
+            result["fixes"] = [
+                {
+                    "description": {"text": f"{d.fix.message} ({d.fix.applicability})"},
+                    "artifactChanges": [{"artifactLocation": location, "replacements": replacements}],
+                }
+            ]
         results.append(result)
     log = {
         "$schema": SARIF_SCHEMA,

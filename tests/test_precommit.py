@@ -73,13 +73,14 @@ def _git(cwd: Path, env: dict[str, str], *args: str) -> None:
     subprocess.run(["git", "-c", "commit.gpgsign=false", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
 
-def test_manifest_offers_the_static_check() -> None:
+def test_manifest_offers_the_static_check_and_the_fix() -> None:
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
     by_id = {hook["id"]: hook for hook in hooks}
     hook = by_id["sessionlint"]
     assert hook["entry"] == "sessionlint check"
     assert hook["language"] == "python"
     assert hook["types"] == ["python"]
+    assert by_id["sessionlint-fix"]["entry"] == "sessionlint check --fix"
     proc = subprocess.run(
         [*PRE_COMMIT, "validate-manifest", str(ROOT / ".pre-commit-hooks.yaml")], capture_output=True, text=True, check=False
     )
@@ -182,3 +183,42 @@ def test_hook_honours_the_configured_baseline(tmp_path: Path, hook_repo: Path, p
     assert "app/views.py:10:15: SES101" in output, output  # the new leak in count_orders()
     assert "app/views.py:5:15: SES101" not in output  # the baselined one in count_users()
     assert "1 finding in the baseline not shown" in output
+
+
+MYSQL_VIEW = """\
+from sqlalchemy import create_engine, text
+
+engine = create_engine("mysql+pymysql://app@db/shop")
+
+
+def count_users():
+    with engine.connect() as conn:
+        return conn.execute(text("select count(*) from users")).scalar()
+"""
+
+
+def test_fix_hook_rewrites_the_staged_file_and_fails_the_commit(tmp_path: Path, hook_repo: Path, pre_commit_home: Path) -> None:
+    env = _git_env(pre_commit_home)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[tool.sessionlint]\n")
+    _git(project, env, "init", "-q")
+    (project / "db.py").write_text(MYSQL_VIEW)
+    _git(project, env, "add", "-A")
+
+    def run_fix_hook() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*PRE_COMMIT, "try-repo", str(hook_repo), "sessionlint-fix", "--verbose"],
+            cwd=project, env=env, capture_output=True, text=True, check=False,
+        )
+
+    proc = run_fix_hook()
+    output = proc.stdout + proc.stderr
+    # pre-commit fails a hook that modified files, so the user reviews and stages the fix.
+    assert proc.returncode == 1, output
+    assert "files were modified by this hook" in output, output
+    assert "fixed 1 finding in 1 file, 0 remaining" in output
+    assert 'create_engine("mysql+pymysql://app@db/shop", pool_recycle=3600, pool_pre_ping=True)' in (project / "db.py").read_text()
+    _git(project, env, "add", "-A")
+    proc = run_fix_hook()
+    assert proc.returncode == 0, proc.stdout + proc.stderr

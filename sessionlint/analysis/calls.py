@@ -176,3 +176,14 @@ def _module_assignments(module: cst.Module) -> dict[str, list[cst.BaseExpression
         elif isinstance(node, cst.AugAssign) and isinstance(node.target, cst.Name):
             out.setdefault(node.target.value, []).append(node.value)
     return out
+
+
+def statement_call(statement: cst.BaseStatement) -> cst.Call | None:
+    """The call a statement of its own consists of (``x.close()``, ``await x.close()``)."""
+    if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
+        return None
+    small = statement.body[0]
+    if not isinstance(small, cst.Expr):
+        return None
+    value = small.value.expression if isinstance(small.value, cst.Await) else small.value
+    return value if isinstance(value, cst.Call) else None

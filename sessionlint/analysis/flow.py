@@ -60,6 +60,9 @@ class Site:
     # the function opens, which SES103 follows): it checks out no connection of its
     # own, so not closing it leaks nothing; the connection's owner ends it.
     bound_to_connection: bool = False
+    # What typed the creating call (``Kind.evidence``): "" its code, else an
+    # annotation, its name or its use.
+    evidence: str = ""
 
 
 # Values a local name can hold, as far as we track: a site, a holder of a site (an
@@ -640,7 +643,7 @@ class FlowAnalyzer:
         if kind is None or kind.tag not in ("session", "connection"):
             return None
         bound = kind.tag == "session" and (self._bound_to_connection(call) or self._unbound(call))
-        site = Site(len(self.facts.sites), call, kind.tag, not kind.scoped, kind.is_async, bound)
+        site = Site(len(self.facts.sites), call, kind.tag, not kind.scoped, kind.is_async, bound, kind.evidence)
         self.facts.sites.append(site)
         self._site_by_node[id(call)] = site
         return site

@@ -19,10 +19,23 @@ from sessionlint.analysis.context import FileContext
 
 
 @dataclass(frozen=True, slots=True)
+class FixSpec:
+    """A fix as a rule states it: replace ``old`` (a node of the module being checked)
+    with ``new``. The engine turns it into line edits of the file. ``applicability``
+    is ``"safe"`` only when the code's behaviour is provably the same."""
+
+    message: str
+    old: cst.CSTNode
+    new: cst.CSTNode
+    applicability: str = "unsafe"
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     rule: type[Rule]
     node: cst.CSTNode
     message: str
+    fix: FixSpec | None = None
 
 
 class Rule:
@@ -49,8 +62,8 @@ class Rule:
         self.ctx = ctx
         self._sink = sink
 
-    def report(self, node: cst.CSTNode, **fields: Any) -> None:
-        self._sink.append(Report(type(self), node, self.message.format(**fields)))
+    def report(self, node: cst.CSTNode, fix: FixSpec | None = None, **fields: Any) -> None:
+        self._sink.append(Report(type(self), node, self.message.format(**fields), fix))
 
     @classmethod
     def doc(cls) -> str:

@@ -6,6 +6,7 @@ import libcst as cst
 
 from sessionlint.analysis.entry import is_entry_point
 from sessionlint.rules.base import Rule
+from sessionlint.rules.engines.fix import hoist_fix, recycle_fix
 from sessionlint.rules.engines.facts import (
     ABANDONED,
     ESCAPED,
@@ -83,6 +84,12 @@ class EnginePerCall(Rule):
     other than `__init__` stores on `self` when another method of the class sets that
     attribute to None (`close()`) and nothing disposes it.
 
+    ## Fix safety
+    `--fix --unsafe-fixes` moves `engine = create_engine(...)` from a top-level
+    function to module level, just above it, when its arguments are literals or names
+    the module binds once above that point and nothing else binds `engine`. Unsafe:
+    the engine is then built at import time and shared by every call.
+
     ## References
     - https://docs.sqlalchemy.org/en/20/core/connections.html#basic-usage
     - https://docs.sqlalchemy.org/en/20/core/pooling.html#using-connection-pools-with-multiprocessing-or-os-fork
@@ -112,7 +119,8 @@ class EnginePerCall(Rule):
                 # A NullPool engine keeps no connections: abandoning it abandons no pool.
                 continue
             if engine_fate(resolver, engine) == ABANDONED:
-                self.report(engine.call, var=engine.var or f"{engine.api}(...)", how="")
+                fix = hoist_fix(self.ctx.module, fn, engine.call, engine.var)
+                self.report(engine.call, fix=fix, var=engine.var or f"{engine.api}(...)", how="")
             elif engine.var.startswith("self.") and fn.name.value != "__init__" and dropped_undisposed(resolver, fn, engine.var):
                 # ``open()`` stores a new engine on self, ``close()`` sets it to None:
                 # every open/close cycle leaves a pool behind.
@@ -181,6 +189,12 @@ class MysqlPoolRecycle(Rule):
     away, which SES501 reports, or built only to read their `dialect`). The
     server's real `wait_timeout` is checked at runtime by SES906.
 
+    ## Fix safety
+    `--fix` adds `pool_recycle=3600` and, when missing, `pool_pre_ping=True`: safe,
+    the pool only replaces connections before the server drops them. A literal
+    `pool_recycle` at or above 28800 (or `-1`) is lowered to 3600 under
+    `--unsafe-fixes` only, since a deliberate value changes.
+
     ## References
     - https://docs.sqlalchemy.org/en/20/dialects/mysql.html#connection-timeouts-and-disconnects
     - https://docs.sqlalchemy.org/en/20/core/pooling.html#setting-pool-recycle
@@ -241,6 +255,7 @@ class MysqlPoolRecycle(Rule):
                 )
             self.report(
                 engine.call,
+                fix=recycle_fix(engine.call, engine.keywords),
                 dialect="MariaDB" if engine.dialect == "mariadb" else "MySQL",
                 var=f" `{engine.var}`" if engine.var else "",
                 problem=problem + by_project,

@@ -6,6 +6,7 @@ import libcst as cst
 
 from sessionlint.analysis.sessions import analyzer_for
 from sessionlint.rules.base import Rule
+from sessionlint.rules.scoped.fix import finally_fix
 from sessionlint.rules.scoped.facts import (
     instance_registries,
     is_teardown_hook,
@@ -139,6 +140,12 @@ class RemoveNotGuaranteed(Rule):
     request or task anyway. Flask-SQLAlchemy's `db.session` is left alone: the extension
     removes it itself when the application context ends.
 
+    ## Fix safety
+    `--fix --unsafe-fixes` moves a `remove()` that is a statement of the function's
+    own body into a `finally` around the statements before it. Unsafe: the registry is
+    then also removed when that work raises or returns early, which is the point, but
+    a change. A `remove()` nested in a branch or loop is left to you.
+
     ## References
     - https://docs.sqlalchemy.org/en/20/orm/contextual.html#using-thread-local-scope-with-web-applications
     """
@@ -155,7 +162,7 @@ class RemoveNotGuaranteed(Rule):
                 continue
             if kind.origin and not is_teardown_hook(node) and self.ctx.resolver.index.registry_torn_down(kind.origin):
                 continue  # a teardown hook removes it at the end of every request or task anyway
-            self.report(call, var=key)
+            self.report(call, fix=finally_fix(node, call), var=key)
 
 
 class ThreadScopedSessionInAsync(Rule):

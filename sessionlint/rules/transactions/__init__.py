@@ -6,6 +6,7 @@ import libcst as cst
 
 from sessionlint.analysis.sessions import analyzer_for
 from sessionlint.rules.base import Rule
+from sessionlint.rules.transactions.fix import awaits_on, rollback_fix
 from sessionlint.rules.transactions.facts import swallowing_handlers, uncommitted_blocks, uncommitted_methods
 
 
@@ -78,6 +79,13 @@ class MissingRollback(Rule):
     (also spelled `flask.ext.sqlalchemy`). A session lent by a `with` whose callee and
     variable are named for one (`with get_session() as session:`) counts as a session.
 
+    ## Fix safety
+    `--fix --unsafe-fixes` inserts `session.rollback()` (`await session.rollback()`
+    for an async session) as the first statement of the `except`. Always unsafe: the
+    code after the handler then sees a session whose failed transaction is rolled
+    back (pending objects gone, loaded ones expired) instead of
+    `PendingRollbackError`, which is usually what was meant but not the same.
+
     ## References
     - https://docs.sqlalchemy.org/en/20/faq/sessions.html#this-session-s-transaction-has-been-rolled-back-due-to-a-previous-exception-during-flush-or-similar
     - https://docs.sqlalchemy.org/en/20/orm/session_transaction.html#using-savepoint
@@ -91,7 +99,8 @@ class MissingRollback(Rule):
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         tx = analyzer_for(self.ctx.resolver)
         for handler, ref in swallowing_handlers(tx, node):
-            self.report(handler, var=ref.key)
+            is_async = ref.kind.is_async or (node.asynchronous is not None and awaits_on(node, ref.key))
+            self.report(handler, fix=rollback_fix(handler, ref.key, is_async), var=ref.key)
 
 
 class UncommittedWrites(Rule):

@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import libcst as cst
 
 from sessionlint.analysis.calls import call_index
 from sessionlint.analysis.context import FileContext
+from sessionlint.analysis.flow import Site
 from sessionlint.analysis.scope import Scope, dotted
 from sessionlint.analysis.sessions import analyzer_for
 from sessionlint.analysis.walk import scope_nodes_of
 from sessionlint.rules.base import Rule
+from sessionlint.rules.lifecycle.fix import with_fix
+
+
+def report_leaks(rule: Rule, fn: cst.FunctionDef, wanted: Callable[[Site, bool], bool], **fields: str) -> None:
+    """Report each site of ``fn`` leaking on some path (``normal``: a path without an
+    exception) that ``wanted`` keeps, with the ``with`` fix where it applies."""
+    facts = rule.ctx.flow(fn)
+    for site, normal in facts.sites_leaking():
+        if not wanted(site, normal):
+            continue
+        var = facts.name_of(site)
+        # Of connections, only ``engine.connect()`` is closed the same way by a
+        # ``with``: ``with engine.begin()`` would commit, and a raw DBAPI connection
+        # has no context manager.
+        rewritable = site.kind == "session" or (
+            isinstance(site.node.func, cst.Attribute) and site.node.func.attr.value == "connect"
+        )
+        fix = with_fix(fn, site.node, var, site.is_async, not site.evidence) if rewritable else None
+        rule.report(site.node, fix=fix, var=var, **fields)
 
 
 class SessionNotClosed(Rule):
@@ -74,6 +94,15 @@ class SessionNotClosed(Rule):
     ## Options
     `session-factories`: qualified names of functions that return new sessions.
 
+    ## Fix safety
+    `--fix` rewrites `s = Session()` ... `s.close()` as `with Session() as s:`
+    around the statements that use it, when the session lives only there (used through
+    its methods or passed to calls; never returned, stored, rebound or captured).
+    The fix is safe when that `close()` ends the block and nothing leaves it early;
+    otherwise (a `return`, `break`, `continue`, `raise` or `yield` inside, a missing
+    or extra `close()`, a factory known only by its name) it is unsafe: a `return`
+    inside now closes the session before the caller uses what it returned.
+
     ## References
     - https://docs.sqlalchemy.org/en/20/orm/session_basics.html#opening-and-closing-a-session
     """
@@ -84,10 +113,7 @@ class SessionNotClosed(Rule):
     hint = "use a `with` block, or close it in a `finally` block"
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        facts = self.ctx.flow(node)
-        for site, normal in facts.sites_leaking():
-            if site.kind == "session" and normal:
-                self.report(site.node, var=facts.name_of(site), how="on every path")
+        report_leaks(self, node, lambda site, normal: site.kind == "session" and normal, how="on every path")
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         for call, attr in sessions_kept_on_self(self.ctx, node):
@@ -159,6 +185,10 @@ class CloseNotGuaranteed(Rule):
     Every call, `await`, subscript, `yield` and `assert` is assumed to be able to
     raise; `close()` and `rollback()` themselves are assumed not to.
 
+    ## Fix safety
+    As for SES101: `with Session() as s:` replaces the assignment and the `close()`,
+    safe when that `close()` ended the block and nothing left it early.
+
     ## References
     - https://docs.sqlalchemy.org/en/20/orm/session_basics.html#framing-out-a-begin-commit-rollback-block
     """
@@ -169,10 +199,7 @@ class CloseNotGuaranteed(Rule):
     hint = "use a `with` block, or move `close()` into `finally`"
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        facts = self.ctx.flow(node)
-        for site, normal in facts.sites_leaking():
-            if site.kind == "session" and not normal:
-                self.report(site.node, var=facts.name_of(site))
+        report_leaks(self, node, lambda site, normal: site.kind == "session" and not normal)
 
 
 class ConnectionNotClosed(Rule):
@@ -215,6 +242,11 @@ class ConnectionNotClosed(Rule):
     as `Engine`/`AsyncEngine`. Engines reached through attributes (`self.engine`) are
     not followed.
 
+    ## Fix safety
+    As for SES101, with `with engine.connect() as conn:` (`async with` for an
+    `AsyncEngine`). Only `engine.connect()` is rewritten: `with engine.begin()` would
+    commit, and a raw DBAPI connection is no context manager.
+
     ## References
     - https://docs.sqlalchemy.org/en/20/core/connections.html#basic-usage
     """
@@ -225,10 +257,7 @@ class ConnectionNotClosed(Rule):
     hint = "use `with engine.connect() as conn:` (or `with engine.begin() as conn:`)"
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        facts = self.ctx.flow(node)
-        for site, _normal in facts.sites_leaking():
-            if site.kind == "connection":
-                self.report(site.node, var=facts.name_of(site))
+        report_leaks(self, node, lambda site, _normal: site.kind == "connection")
 
 
 class SessionUsedAfterWith(Rule):

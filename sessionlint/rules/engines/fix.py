@@ -1,0 +1,178 @@
+"""SES502's fix: ``pool_recycle``/``pool_pre_ping`` on a MySQL ``create_engine``."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from sessionlint.rules.base import FixSpec
+
+# Below every common ``wait_timeout`` (MySQL's default is 8 h; managed servers often
+# use less), and the value SQLAlchemy's MySQL documentation uses.
+RECYCLE_SECONDS = 3600
+
+
+def recycle_fix(call: cst.Call, keywords: dict[str, cst.BaseExpression]) -> FixSpec | None:
+    """Add ``pool_recycle=3600`` (and ``pool_pre_ping=True`` when missing): safe, it
+    only replaces connections before the server drops them. A literal ``pool_recycle``
+    at or above ``wait_timeout`` (or ``-1``) is lowered: unsafe, a deliberate value
+    is changed. Any other value (a name, an expression) is left to the user."""
+    args = list(call.args)
+    recycle = keywords.get("pool_recycle")
+    added: list[tuple[str, cst.BaseExpression]]
+    if recycle is None:
+        applicability = "safe"
+        added = [("pool_recycle", cst.Integer(str(RECYCLE_SECONDS)))]
+    else:
+        if not _int_literal(recycle):
+            return None
+        applicability = "unsafe"
+        args = [
+            a.with_changes(value=cst.Integer(str(RECYCLE_SECONDS))) if a.keyword is not None and a.keyword.value == "pool_recycle" else a
+            for a in args
+        ]
+        added = []
+    if "pool_pre_ping" not in keywords:
+        added.append(("pool_pre_ping", cst.Name("True")))
+    what = " and ".join(f"`{k}={cst.Module([]).code_for_node(v)}`" for k, v in added)
+    message = f"add {what}" if recycle is None else f"set `pool_recycle={RECYCLE_SECONDS}`" + (f", add {what}" if added else "")
+    return FixSpec(message, call, call.with_changes(args=_append_keywords(call, args, added)), applicability)
+
+
+def _int_literal(expr: cst.BaseExpression) -> bool:
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Minus):
+        expr = expr.expression
+    return isinstance(expr, cst.Integer)
+
+
+def _append_keywords(call: cst.Call, args: list[cst.Arg], added: list[tuple[str, cst.BaseExpression]]) -> list[cst.Arg]:
+    """``args`` plus ``name=value`` keywords, laid out like the existing arguments: on
+    one line, or one per line when the call has a trailing comma."""
+    if not added:
+        return args
+    equal = cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace(""))
+    new = [cst.Arg(value=value, keyword=cst.Name(name), equal=equal) for name, value in added]
+    last = args[-1]
+    if isinstance(last.comma, cst.Comma):
+        # A trailing comma: the new arguments take the separator between the existing
+        # ones (or the one before the first), and the last keeps the trailing comma.
+        between = args[-2].comma if len(args) > 1 and isinstance(args[-2].comma, cst.Comma) else cst.Comma(
+            whitespace_after=call.whitespace_before_args
+        )
+        args[-1] = last.with_changes(comma=between)
+        new = [arg.with_changes(comma=between) for arg in new[:-1]] + [new[-1].with_changes(comma=last.comma)]
+    else:
+        # On the last argument's line; what followed it (a comment, the line break
+        # before the closing parenthesis) now follows the new last argument.
+        space = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+        args[-1] = last.with_changes(comma=space, whitespace_after_arg=cst.SimpleWhitespace(""))
+        new = [arg.with_changes(comma=space) for arg in new[:-1]] + [new[-1].with_changes(whitespace_after_arg=last.whitespace_after_arg)]
+    return [*args, *new]
+
+
+def hoist_fix(module: cst.Module, fn: cst.FunctionDef, call: cst.Call, var: str) -> FixSpec | None:
+    """SES501: ``var = create_engine(<constants>)`` in a top-level function moves to
+    module level, just above the function, so one engine serves every call. Only when
+    the arguments are literals or names the module binds once above that point, the
+    function binds ``var`` nowhere else, and the module does not bind ``var`` itself.
+    Unsafe: the engine is now built at import time, and shared."""
+    at = next((i for i, s in enumerate(module.body) if s is fn), None)
+    body = fn.body
+    if at is None or not var or not isinstance(body, cst.IndentedBlock):
+        return None
+    position = next(
+        (i for i, s in enumerate(body.body) if isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1
+         and isinstance(s.body[0], cst.Assign) and s.body[0].value is call),
+        None,
+    )
+    if position is None or len(body.body) == 1:
+        return None
+    statement = body.body[position]
+    assert isinstance(statement, cst.SimpleStatementLine)
+    bound_above = _bound_once_above(module, at)
+    bound = _bound_anywhere(module)
+    if var in bound or "*" in bound or var in _bound_in(fn, skip=statement):
+        return None
+    for arg in call.args:
+        if arg.star or not _constant(arg.value, bound_above):
+            return None
+    hoisted = statement.with_changes(leading_lines=())
+    new_fn = fn.with_changes(body=body.with_changes(body=[*body.body[:position], *body.body[position + 1 :]]))
+    moved = list(module.body)
+    moved[at] = new_fn
+    moved.insert(at, hoisted.with_changes(leading_lines=module.body[at].leading_lines))
+    moved[at + 1] = moved[at + 1].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
+    return FixSpec(f"create `{var}` once, at module level", module, module.with_changes(body=moved))
+
+
+def _constant(expr: cst.BaseExpression, names: set[str]) -> bool:
+    if isinstance(expr, (cst.SimpleString, cst.Integer, cst.Float)):
+        return True
+    if isinstance(expr, cst.Name):
+        return expr.value in ("True", "False", "None") or expr.value in names
+    if isinstance(expr, cst.UnaryOperation):
+        return _constant(expr.expression, names)
+    return False
+
+
+def _bound_once_above(module: cst.Module, at: int) -> set[str]:
+    """Names bound exactly once at module level, by a plain assignment above ``at``
+    (and never again anywhere at module level)."""
+    counts: dict[str, int] = {}
+    above: set[str] = set()
+    for i, statement in enumerate(module.body):
+        for name in _assigned(statement):
+            counts[name] = counts.get(name, 0) + 1
+            if i < at:
+                above.add(name)
+    return {name for name in above if counts[name] == 1}
+
+
+def _assigned(statement: cst.BaseStatement) -> list[str]:
+    if not isinstance(statement, cst.SimpleStatementLine):
+        return []
+    out: list[str] = []
+    for small in statement.body:
+        if isinstance(small, cst.Assign):
+            out.extend(t.target.value for t in small.targets if isinstance(t.target, cst.Name))
+        elif isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
+            out.append(small.target.value)
+    return out
+
+
+def _bound_anywhere(module: cst.Module) -> set[str]:
+    """Every name the module binds at module level: assignments (also in ``if``/``try``
+    blocks), imports, defs and classes."""
+    from sessionlint.analysis.calls import module_assignments
+    from sessionlint.analysis.walk import walk_scope
+
+    names = set(module_assignments(module))
+    for node in walk_scope(module):
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+            names.add(node.name.value)
+        elif isinstance(node, (cst.Import, cst.ImportFrom)) and not isinstance(node.names, cst.ImportStar):
+            for alias in node.names:
+                bound = alias.asname.name if alias.asname is not None else alias.name
+                names.add(cst.Module([]).code_for_node(bound).split(".")[0])
+        elif isinstance(node, cst.ImportFrom):
+            names.add("*")  # a star import may bind it
+    return names
+
+
+def _bound_in(fn: cst.FunctionDef, skip: cst.CSTNode) -> set[str]:
+    """Names ``fn`` binds (parameters, assignments, loop and ``with`` targets...)
+    anywhere but in ``skip``."""
+    from sessionlint.analysis.walk import walk
+
+    names = {p.name.value for p in (*fn.params.params, *fn.params.posonly_params, *fn.params.kwonly_params)}
+    skipped = {id(n) for n in walk(skip)}
+    for node in walk(fn.body):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, (cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.AsName, cst.NamedExpr)):
+            target = getattr(node, "target", None) or getattr(node, "name", None)
+            for sub in walk(target) if target is not None else ():
+                if isinstance(sub, cst.Name):
+                    names.add(sub.value)
+        elif isinstance(node, (cst.Global, cst.Nonlocal)):
+            names.update(n.name.value for n in node.names)
+    return names
