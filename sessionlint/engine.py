@@ -320,6 +320,7 @@ class Checker:
         positions = node_positions(module, [report.node for report in reports])
         noqa = noqa_lines(source) if self.noqa else {}
         seen: set[tuple[int, int, str]] = set()
+        original: str | None = None  # the module's code, once a fix needs it
         for report in reports:
             where = positions.get(report.node)
             if where is None:
@@ -329,7 +330,11 @@ class Checker:
             if key in seen or is_suppressed(noqa, line, report.rule.code):
                 continue
             seen.add(key)
-            fix = self._fix(module, report.fix) if report.fix is not None else None
+            fix = None
+            if report.fix is not None:
+                if original is None:
+                    original = module.code
+                fix = self._fix(module, original, report.fix)
             yield Diagnostic(
                 path=path,
                 line=line,
@@ -343,7 +348,7 @@ class Checker:
                 fix=fix,
             )
 
-    def _fix(self, module: cst.Module, spec: FixSpec) -> Fix | None:
+    def _fix(self, module: cst.Module, original: str, spec: FixSpec) -> Fix | None:
         """``spec`` as line edits of the file: the lines where the module's code and
         the code with ``spec.old`` replaced differ. The module may be stage 1's reduced
         text, whose lines are the file's lines wherever a rule can report, so the edits
@@ -355,7 +360,7 @@ class Checker:
             compiles(new_code)
         except (SyntaxError, ValueError, cst.CSTValidationError):
             return None
-        edits = line_edits(module.code, new_code)
+        edits = line_edits(original, new_code)
         return Fix(spec.applicability, spec.message, edits) if edits else None
 
     def input_error(self, code: str, path: str, line: int, col: int, error: str) -> Diagnostic:
