@@ -103,6 +103,8 @@ def test_safe_fixes_are_the_provable_ones() -> None:
 
     # close() ends the block and nothing leaves it early: the same behaviour.
     assert applicability("SES102/close_at_end_without_finally.py") == [("SES102", "safe")]
+    # Read after close(): try/finally keeps the order, and the same close().
+    assert applicability("SES102/read_after_close_gets_try_finally.py") == [("SES102", "safe")]
     # An early return now closes the session before the caller uses the result.
     assert applicability("SES101/flask_view_early_return.py") == [("SES101", "unsafe")]
     # A factory known only by its name may not be a context manager.

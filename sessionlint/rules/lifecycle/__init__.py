@@ -101,7 +101,9 @@ class SessionNotClosed(Rule):
     The fix is safe when that `close()` ends the block and nothing leaves it early;
     otherwise (a `return`, `break`, `continue`, `raise` or `yield` inside, a missing
     or extra `close()`, a factory known only by its name) it is unsafe: a `return`
-    inside now closes the session before the caller uses what it returned.
+    inside now closes the session before the caller uses what it returned. When the
+    name is still read after its `close()` (`s.close(); log(s.info)`), the work goes
+    into `try:` and the `close()` into `finally:` instead, so the order stays.
 
     ## References
     - https://docs.sqlalchemy.org/en/20/orm/session_basics.html#opening-and-closing-a-session

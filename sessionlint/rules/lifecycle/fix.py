@@ -1,5 +1,6 @@
 """SES101/SES102/SES103's fix: ``s = Session(); ...; s.close()`` becomes
-``with Session() as s: ...``.
+``with Session() as s: ...`` (or, when the name is still read after its ``close()``,
+``try: ... finally: s.close()``).
 
 The creating assignment must be a statement of its own (``s = Session()``, or
 ``conn = await engine.connect()``) and the name must live only in the statements that
@@ -44,16 +45,24 @@ def with_fix(fn: cst.FunctionDef, call: cst.Call, var: str, is_async: bool, cert
     inside, after = (rest[:close], rest[close + 1 :]) if close is not None else (rest, [])
     if not inside:
         return None
-    # The name lives only in the creating statement and the wrapped ones.
+    if not all(_only_used(s, var) for s in inside):
+        return None
+    linear = not any(_exits(s) for s in inside) and not any(_closes(s, var) for s in inside)
+    # The name lives only in the creating statement and the wrapped ones; or also
+    # after its ``close()`` in the same block (``s.close(); log(s.info)``), where
+    # a ``with`` would not reach but a ``try``/``finally`` keeps the same order.
     allowed: set[int] = set()
     for part in (statement, *inside, *([rest[close]] if close is not None else [])):
         allowed.update(id(n) for n in walk(part))
-    if any(isinstance(n, cst.Name) and n.value == var and id(n) not in allowed for n in walk(fn)):
-        return None
-    if not all(_only_used(s, var) for s in inside):
-        return None
-    safe = close is not None and close == len(rest) - 1 - len(after) and not any(_exits(s) for s in inside)
-    safe = safe and certain and not any(_closes(s, var) for s in inside)
+    outside = [n for n in walk(fn) if isinstance(n, cst.Name) and n.value == var and id(n) not in allowed]
+    if outside:
+        if close is None:
+            return None
+        later = {id(n) for part in after for n in walk(part)}
+        if not all(id(n) in later for n in outside):
+            return None
+        return _finally_fix(block, index, inside, rest[close], after, var, linear)
+    safe = close is not None and linear and certain
     with_statement = cst.With(
         items=[cst.WithItem(item=call, asname=cst.AsName(name=cst.Name(var)))],
         body=cst.IndentedBlock(body=inside, header=statement.trailing_whitespace),
@@ -64,6 +73,26 @@ def with_fix(fn: cst.FunctionDef, call: cst.Call, var: str, is_async: bool, cert
     keyword = "async with" if is_async else "with"
     code = cst.Module([]).code_for_node(call)
     return FixSpec(f"use `{keyword} {code} as {var}:`", block, new_block, "safe" if safe else "unsafe")
+
+
+def _finally_fix(
+    block: cst.IndentedBlock,
+    index: int,
+    inside: list[cst.BaseStatement],
+    close: cst.BaseStatement,
+    after: list[cst.BaseStatement],
+    var: str,
+    safe: bool,
+) -> FixSpec:
+    """``var = make(); work; var.close()`` becomes ``var = make(); try: work finally:
+    var.close()``: the same ``close()``, now also reached when the work raises."""
+    assert isinstance(close, cst.SimpleStatementLine)
+    statement = cst.Try(
+        body=cst.IndentedBlock(body=inside),
+        finalbody=cst.Finally(body=cst.IndentedBlock(body=[close.with_changes(leading_lines=())])),
+    )
+    new_block = block.with_changes(body=[*block.body[: index + 1], statement, *after])
+    return FixSpec(f"close `{var}` in a `finally` block", block, new_block, "safe" if safe else "unsafe")
 
 
 def _find_assignment(
