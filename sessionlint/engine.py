@@ -75,6 +75,28 @@ def _parse(source: str) -> cst.Module:
         CSTNode.__post_init__ = validate  # type: ignore[method-assign]
 
 
+def newer_syntax(source: str) -> bool:
+    """Whether ``source``, which this Python's parser refused, is Python of a newer
+    version: LibCST parses it and it uses grammar this interpreter may lack (PEP 695
+    ``type`` aliases and type parameters, PEP 758 ``except A, B:``). Such a file is
+    not SES001: stage 2, which parses with LibCST, accepts it too, so the verdict
+    does not depend on whether stage 1 kept the file."""
+    if "type" not in source and "[" not in source and "except" not in source:
+        return False
+    try:
+        module = _parse(source)
+    except (cst.ParserSyntaxError, RecursionError, MemoryError, ValueError):
+        return False  # broken for LibCST too
+    for node in walk.walk(module):
+        if isinstance(node, cst.TypeAlias):
+            return True
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node.type_parameters is not None:
+            return True
+        if isinstance(node, (cst.ExceptHandler, cst.ExceptStarHandler)) and isinstance(node.type, cst.Tuple) and not node.type.lpar:
+            return True
+    return False
+
+
 def _no_validation(self: cst.CSTNode) -> None:
     return None
 
@@ -203,7 +225,7 @@ class Checker:
                     problem = self.syntax[where]
                 else:
                     problem = syntax_problem(source)
-                if problem is not None:
+                if problem is not None and not newer_syntax(source):
                     result.diagnostics.append(self.input_error("SES001", path, *problem))
                 return
             stage2 = plan.reduce(source)

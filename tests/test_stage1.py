@@ -264,3 +264,24 @@ def test_form_feeds_and_line_ends_do_not_shift_blanked_blocks(tmp_path: Path, ne
     with_stage1 = lint(tmp_path, [path], True)
     assert [(d.line, d.code) for d in with_stage1] == [(11, "SES101")]
     assert with_stage1 == lint(tmp_path, [path], False)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "type Renderer = Callable[[int], str]\n",
+        "class Filter[Q](list[Q]):\n    pass\n",
+        "try:\n    pass\nexcept OSError, ValueError:\n    pass\n",
+    ],
+    ids=["pep695-alias", "pep695-class", "pep758-except"],
+)
+def test_newer_python_syntax_is_no_input_error(tmp_path: Path, source: str) -> None:
+    # A file in Python newer than the interpreter (polar uses 3.12 and 3.14 syntax)
+    # that names no SQLAlchemy: stage 1 checks it with this Python's parser, stage 2
+    # would parse it with LibCST. Both must agree that it is valid.
+    (tmp_path / "modern.py").write_text(source)
+    (tmp_path / "broken.py").write_text("def broken(:\n")
+    files = [tmp_path / "modern.py", tmp_path / "broken.py"]
+    with_stage1, without = lint(tmp_path, files, True), lint(tmp_path, files, False)
+    assert with_stage1 == without
+    assert [(Path(d.path).name, d.code) for d in with_stage1] == [("broken.py", "SES001")]
