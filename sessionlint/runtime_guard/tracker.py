@@ -499,10 +499,11 @@ def _apply_patches() -> None:
         return _begin_impl
 
     def make_end(original: Callable[..., Any], how: str) -> Callable[..., Any]:
-        def end(conn: Any) -> Any:
+        def end(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            # SQLAlchemy 1.4 passes ``autocommit=``; 2.x passes nothing.
             for tracker in _ACTIVE:
                 tracker._end_core(conn, how)
-            return original(conn)
+            return original(conn, *args, **kwargs)
 
         end.__name__ = f"_{how}_impl"
         return end

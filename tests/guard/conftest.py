@@ -17,12 +17,14 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
+from guard_compat import POSTGRES_DRIVER, create_engine
+
 from sessionlint.runtime_guard.settings import GuardSettings
 from sessionlint.runtime_guard import tracker as tracker_module
 from sessionlint.runtime_guard.tracker import Tracker, patches_applied
 
 MARIADB_URL = os.environ.get("SESSIONGUARD_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
-POSTGRES_URL = os.environ.get("SESSIONGUARD_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get("SESSIONGUARD_POSTGRES_URL", f"postgresql+{POSTGRES_DRIVER}://postgres@127.0.0.1:5432/test")
 HINT = "start the servers with scripts/ensure-services (make test runs it)"
 
 _reachable: dict[str, str | None] = {}
@@ -33,7 +35,7 @@ def _probe(url: str) -> str | None:
     """None if the server answers, else the error text (cached per process)."""
     with _lock:
         if url not in _reachable:
-            engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5})
+            engine = create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5})
             try:
                 with engine.connect() as conn:
                     conn.exec_driver_sql("SELECT 1")

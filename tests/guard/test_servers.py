@@ -11,6 +11,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
+from guard_compat import POSTGRES_ASYNC_DRIVER, create_engine
+
 from sessionlint.runtime_guard.settings import GuardSettings
 from sessionlint.runtime_guard.tracker import Finding, Tracker
 
@@ -21,7 +23,7 @@ def codes(findings: list[Finding]) -> list[str]:
 
 @pytest.fixture
 def engine(server_url: str, table: str) -> Iterator[sa.Engine]:
-    eng = sa.create_engine(server_url, pool_size=5, max_overflow=0, pool_recycle=600, pool_timeout=30)
+    eng = create_engine(server_url, pool_size=5, max_overflow=0, pool_recycle=600, pool_timeout=30)
     with eng.begin() as conn:
         conn.exec_driver_sql(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name VARCHAR(50))")
     yield eng
@@ -88,7 +90,7 @@ def test_cross_thread_session(tracker: Tracker, engine: sa.Engine, table: str) -
 
 
 def test_pool_exhausted(tracker: Tracker, server_url: str) -> None:
-    eng = sa.create_engine(server_url, pool_size=2, max_overflow=0, pool_timeout=0.2, pool_recycle=600)
+    eng = create_engine(server_url, pool_size=2, max_overflow=0, pool_timeout=0.2, pool_recycle=600)
     with tracker.scope("exhaust") as scope:
         with eng.connect() as a, eng.connect() as b:
             a.exec_driver_sql("SELECT 1")
@@ -103,7 +105,7 @@ def test_pool_exhausted(tracker: Tracker, server_url: str) -> None:
 def test_password_never_shown(tracker: Tracker, postgres_url: str) -> None:
     # Trust auth ignores the password, so the URL connects and must be masked.
     url = sa.engine.make_url(postgres_url).set(password="s3cr3t-pw")
-    eng = sa.create_engine(url)
+    eng = create_engine(url)
     keep: list[sa.Connection] = []
     with tracker.scope("leak") as scope:
         conn = eng.connect()
@@ -131,7 +133,7 @@ def test_password_never_shown(tracker: Tracker, postgres_url: str) -> None:
     ids=["unset", "equal-to-default", "below", "above-session-timeout", "below-session-timeout"],
 )
 def test_pool_recycle_vs_wait_timeout(tracker: Tracker, mariadb_url: str, kwargs: dict[str, Any], expected: list[str]) -> None:
-    eng = sa.create_engine(mariadb_url, **kwargs)
+    eng = create_engine(mariadb_url, **kwargs)
     with tracker.scope("connect") as scope:
         for _ in range(3):  # queried once per pool, not per connection
             with eng.connect() as conn:
@@ -143,7 +145,7 @@ def test_pool_recycle_vs_wait_timeout(tracker: Tracker, mariadb_url: str, kwargs
 
 
 def test_pool_recycle_not_checked_on_postgresql(tracker: Tracker, postgres_url: str) -> None:
-    eng = sa.create_engine(postgres_url)
+    eng = create_engine(postgres_url)
     with tracker.scope("connect") as scope:
         with eng.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
@@ -185,14 +187,14 @@ def test_server_check_quiet_when_everything_is_closed(clock: Any, engine: sa.Eng
 # -- asyncio engines ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("driver", ["mariadb+aiomysql", "postgresql+psycopg_async"])
+@pytest.mark.parametrize("driver", ["mariadb+aiomysql", POSTGRES_ASYNC_DRIVER])
 def test_async_engine_leak_and_server_view(
     clock: Any, driver: str, mariadb_url: str, postgres_url: str, table: str
 ) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     base = mariadb_url if driver.startswith("mariadb") else postgres_url
-    sync_engine = sa.create_engine(base)
+    sync_engine = create_engine(base)
     with sync_engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY)")
     url = sa.engine.make_url(base).set(drivername=driver)

@@ -17,21 +17,24 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import Column, Integer, String
+from sqlalchemy.orm import Session, declarative_base
 from sqlalchemy.pool import QueuePool
+
+from guard_compat import create_engine
 
 from sessionlint.runtime_guard.settings import GuardSettings
 from sessionlint.runtime_guard.tracker import Finding, Tracker
 
 
-class Base(DeclarativeBase):
-    pass
+# Classic declarative mapping: the same on SQLAlchemy 1.4, 2.0 and 2.1.
+Base = declarative_base()
 
 
 class Note(Base):
     __tablename__ = "note"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    text: Mapped[str]
+    id = Column(Integer, primary_key=True)
+    text = Column(String)
 
 
 def only(findings: list[Finding], code: str) -> Finding:
@@ -75,7 +78,7 @@ def open_connection(engine: sa.Engine, keep: list[Any]) -> None:
 
 
 def test_leaked_checkout_stack_matches_a_full_walk(tracker: Tracker, fresh: Any, sqlite_url: str) -> None:
-    engine = sa.create_engine(sqlite_url)
+    engine = create_engine(sqlite_url)
     Base.metadata.create_all(engine)
     warm_up(engine)
     keep: list[Any] = []
@@ -98,7 +101,7 @@ def test_leaked_checkout_stack_matches_a_full_walk(tracker: Tracker, fresh: Any,
 
 
 def test_each_leak_reports_its_own_call_site(tracker: Tracker, sqlite_url: str) -> None:
-    engine = sa.create_engine(sqlite_url)
+    engine = create_engine(sqlite_url)
     Base.metadata.create_all(engine)
     warm_up(engine)
     keep: list[Any] = []
@@ -120,7 +123,7 @@ def test_each_leak_reports_its_own_call_site(tracker: Tracker, sqlite_url: str) 
 
 
 def test_session_stacks_match_a_full_walk(tracker: Tracker, fresh: Any, sqlite_url: str) -> None:
-    engine = sa.create_engine(sqlite_url)
+    engine = create_engine(sqlite_url)
     Base.metadata.create_all(engine)
     warm_up(engine)
     keep: list[Session] = []
@@ -140,7 +143,7 @@ def test_session_stacks_match_a_full_walk(tracker: Tracker, fresh: Any, sqlite_u
 
 
 def test_core_transaction_stacks_match_a_full_walk(tracker: Tracker, fresh: Any, clock: Any, sqlite_url: str) -> None:
-    engine = sa.create_engine(sqlite_url)
+    engine = create_engine(sqlite_url)
     Base.metadata.create_all(engine)
     warm_up(engine)
     other = fresh()
@@ -156,7 +159,7 @@ def test_core_transaction_stacks_match_a_full_walk(tracker: Tracker, fresh: Any,
 
 def test_session_checkout_and_begin_take_the_sessions_stack(tracker: Tracker, sqlite_url: str) -> None:
     """A Session's own checkout and Core begin are recognised without a walk, and use its begin stack."""
-    engine = sa.create_engine(sqlite_url, connect_args={"check_same_thread": False})
+    engine = create_engine(sqlite_url, connect_args={"check_same_thread": False})
     Base.metadata.create_all(engine)
     warm_up(engine)
     with tracker.scope("threads") as scope:
@@ -183,7 +186,7 @@ class AuditedPool(QueuePool):
 
 
 def test_frames_of_a_users_pool_class_are_kept(tracker: Tracker, fresh: Any, sqlite_url: str) -> None:
-    engine = sa.create_engine(sqlite_url, poolclass=AuditedPool)
+    engine = create_engine(sqlite_url, poolclass=AuditedPool)
     for _ in range(3):
         with engine.connect():
             pass

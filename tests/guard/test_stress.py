@@ -8,6 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from guard_compat import create_engine
+
 from sessionlint.runtime_guard.settings import GuardSettings
 from sessionlint.runtime_guard.tracker import Tracker
 
@@ -26,7 +28,7 @@ def _wait_for_blocked_checkout(engine: sa.Engine) -> None:
 
 
 def test_threaded_stress_on_mariadb(mariadb_url: str, table: str, clock: Any) -> None:
-    engine = sa.create_engine(mariadb_url, pool_size=5, max_overflow=0, pool_timeout=120, pool_recycle=600)
+    engine = create_engine(mariadb_url, pool_size=5, max_overflow=0, pool_timeout=120, pool_recycle=600)
     with engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, thread VARCHAR(40))")
     guard = Tracker(GuardSettings(max_transaction=1.0, check_server=False), clock=clock).install()

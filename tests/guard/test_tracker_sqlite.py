@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, scoped_session, sessionmaker
+from sqlalchemy import Column, Integer, String
+from sqlalchemy.orm import Session, declarative_base, scoped_session, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
+
+from guard_compat import Engine, create_engine
 
 from sessionlint.runtime_guard import tracker as tracker_module
 from sessionlint.runtime_guard.settings import GuardSettings
@@ -23,18 +26,18 @@ def codes(findings: list[Finding]) -> list[str]:
     return sorted(f.code for f in findings)
 
 
-class Base(DeclarativeBase):
-    pass
+# Classic declarative mapping: the same on SQLAlchemy 1.4, 2.0 and 2.1.
+Base = declarative_base()
 
 
 class Item(Base):
     __tablename__ = "item"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str]
+    id = Column(Integer, primary_key=True)
+    name = Column(String)
 
 
 def make_engine(url: str, **kw: Any) -> sa.Engine:
-    engine = sa.create_engine(url, **kw)
+    engine = create_engine(url, **kw)
     Base.metadata.create_all(engine)
     return engine
 
@@ -61,7 +64,7 @@ def hook_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setattr(tracker_module, "_CORE_BY_PATCH", False)
         # A ConnectionEvents listener on the Engine class sets this flag for
         # good (SQLAlchemy never clears it); restore it for the later tests.
-        monkeypatch.setattr(sa.Engine, "_has_events", sa.Engine._has_events)
+        monkeypatch.setattr(Engine, "_has_events", Engine._has_events)
     return str(request.param)
 
 
