@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 from types import CodeType, FunctionType
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
@@ -378,6 +379,26 @@ def _pool_methods_as_expected() -> bool:
 
 
 _POOL_BY_PATCH = _pool_methods_as_expected()
+_FALLBACK_WARNED = False
+
+
+def _warn_fallback_once() -> None:
+    """One line, once per process, when this SQLAlchemy lacks the internals the
+    method wrappers expect (a newer version, say): the guard then listens to the
+    documented events instead, finding the same things a little more slowly."""
+    global _FALLBACK_WARNED
+    if _FALLBACK_WARNED or (_POOL_BY_PATCH and _CORE_BY_PATCH):
+        return
+    _FALLBACK_WARNED = True
+    missing = [what for what, ok in (("pool checkout/checkin", _POOL_BY_PATCH), ("Connection transactions", _CORE_BY_PATCH)) if not ok]
+    message = (
+        f"sessionguard: SQLAlchemy {sqlalchemy.__version__} does not have the internals the guard wraps for "
+        f"{' and '.join(missing)}; listening to SQLAlchemy's events for them instead (same findings, somewhat slower)"
+    )
+    try:
+        warnings.warn(message, GuardWarning, stacklevel=3)
+    except Exception:  # noqa: BLE001 - e.g. `-W error`: a warning must not stop the run
+        pass
 
 
 def _registry_classes() -> list[type]:
@@ -666,6 +687,7 @@ class Tracker:
         """Listen on every pool, engine and session in the process. Idempotent."""
         if self._listeners:
             return self
+        _warn_fallback_once()
         table = self._listener_table()
         for target, name, fn in table:
             event.listen(target, name, fn)

@@ -62,6 +62,7 @@ def hook_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
             pytest.skip("another tracker (--sessionguard) holds the method wrappers")
         monkeypatch.setattr(tracker_module, "_POOL_BY_PATCH", False)
         monkeypatch.setattr(tracker_module, "_CORE_BY_PATCH", False)
+        monkeypatch.setattr(tracker_module, "_FALLBACK_WARNED", True)  # said once, tested below
         # A ConnectionEvents listener on the Engine class sets this flag for
         # good (SQLAlchemy never clears it); restore it for the later tests.
         monkeypatch.setattr(Engine, "_has_events", Engine._has_events)
@@ -518,3 +519,31 @@ def test_gc_finalizer_while_the_guard_holds_its_lock(tracker: Tracker, sqlite_ur
     thread.join(60)  # a hang guard, not a timing assertion
     assert not thread.is_alive(), "deadlock: checkin listener blocked on the guard's own lock"
     assert codes(outcome[0]) == ["SES901"]
+
+
+def test_other_internals_fall_back_to_events_with_one_warning(monkeypatch: pytest.MonkeyPatch, clock: Any, sqlite_url: str) -> None:
+    # A SQLAlchemy whose pool methods differ from what the wrappers expect (a
+    # future version) is detected, and the guard says so once, then uses events.
+    if tracker_module._ACTIVE:
+        pytest.skip("another tracker (--sessionguard) holds the method wrappers")
+    from sqlalchemy.pool.base import _ConnectionFairy
+
+    real = _ConnectionFairy.__dict__["_checkout"]
+    monkeypatch.setattr(_ConnectionFairy, "_checkout", classmethod(lambda cls, pool, how=None: None))
+    detected = tracker_module._pool_methods_as_expected()
+    monkeypatch.setattr(_ConnectionFairy, "_checkout", real)
+    assert detected is False
+    monkeypatch.setattr(tracker_module, "_POOL_BY_PATCH", detected)
+    monkeypatch.setattr(tracker_module, "_FALLBACK_WARNED", False)
+    with pytest.warns(GuardWarning, match=r"listening to SQLAlchemy's events for them instead") as caught:
+        guard = Tracker(clock=clock).install()
+        Tracker(clock=clock).install().uninstall()  # a second install says nothing more
+    assert len(caught) == 1 and "pool checkout/checkin" in str(caught[0].message)
+    try:
+        engine = make_engine(sqlite_url)
+        with guard.scope("leak") as scope:
+            conn = engine.connect()
+        conn.close()
+        assert codes(scope.findings) == ["SES901"]
+    finally:
+        guard.uninstall()
