@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sessionlint.diagnostics import Diagnostic
+from sessionlint.sources import PHYSICAL_LINES
 
 FORMAT_VERSION = 1
 _INPUT_ERRORS = frozenset({"SES001", "SES002"})
@@ -94,7 +95,7 @@ def enclosing_names(source: str, lines: Iterable[int]) -> dict[int, str]:
 
 def entries_for(diagnostics: list[Diagnostic], source: str, relpath: str) -> list[Entry]:
     """The baseline entries of one file's findings (``source`` is its text)."""
-    lines = source.splitlines()
+    lines = [line.rstrip("\r\n") for line in PHYSICAL_LINES.findall(source)]  # as Python counts lines
     names = enclosing_names(source, (d.line for d in diagnostics))
     result = []
     for d in diagnostics:

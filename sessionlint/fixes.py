@@ -32,11 +32,20 @@ def compiles(source: str) -> None:
 def line_edits(old: str, new: str) -> tuple[Edit, ...]:
     """The whole-line edits that turn ``old`` into ``new``."""
     before, after = PHYSICAL_LINES.findall(old), PHYSICAL_LINES.findall(new)
-    matcher = difflib.SequenceMatcher(None, before, after, autojunk=False)
+    # A fix changes a few lines of a long file: match the common head and tail
+    # directly, and diff only what lies between.
+    head = 0
+    while head < min(len(before), len(after)) and before[head] == after[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(before), len(after)) - head and before[-1 - tail] == after[-1 - tail]:
+        tail += 1
+    middle_before, middle_after = before[head : len(before) - tail], after[head : len(after) - tail]
+    matcher = difflib.SequenceMatcher(None, middle_before, middle_after, autojunk=False)
     edits = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag != "equal":
-            edits.append(Edit(i1 + 1, 1, i2 + 1, 1, "".join(after[j1:j2])))
+            edits.append(Edit(head + i1 + 1, 1, head + i2 + 1, 1, "".join(middle_after[j1:j2])))
     return tuple(edits)
 
 
