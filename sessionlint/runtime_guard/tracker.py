@@ -36,6 +36,7 @@ import collections
 import contextlib
 import functools
 import gc
+import inspect
 import itertools
 import threading
 import time
@@ -427,6 +428,52 @@ def _patch(
     setattr(cls, name, attribute)
 
 
+def _with_signature_of(original: Callable[..., None], after: Callable[[Any], None]) -> Callable[..., None]:
+    """A function with exactly ``original``'s parameters (names, kinds, defaults) that
+    calls it, then ``after(first argument)``: code that inspects the parameters
+    (SQLAlchemy's ``get_cls_kwargs`` reads ``__code__``) sees the original's."""
+    params: list[str] = []
+    passed: list[str] = []
+    env: dict[str, Any] = {"_original": original, "_after": after}
+    kinds = inspect.Parameter
+    signature = inspect.signature(original)
+    star_seen = any(p.kind is kinds.VAR_POSITIONAL for p in signature.parameters.values())
+    slash_after = max((i for i, p in enumerate(signature.parameters.values()) if p.kind is kinds.POSITIONAL_ONLY), default=-1)
+    for i, p in enumerate(signature.parameters.values()):
+        default = ""
+        if p.default is not kinds.empty:
+            env[f"_default{i}"] = p.default
+            default = f"=_default{i}"
+        if p.kind is kinds.VAR_POSITIONAL:
+            params.append(f"*{p.name}")
+            passed.append(f"*{p.name}")
+        elif p.kind is kinds.VAR_KEYWORD:
+            params.append(f"**{p.name}")
+            passed.append(f"**{p.name}")
+        elif p.kind is kinds.KEYWORD_ONLY:
+            if not star_seen:
+                params.append("*")
+                star_seen = True
+            params.append(f"{p.name}{default}")
+            passed.append(f"{p.name}={p.name}")
+        else:
+            params.append(f"{p.name}{default}")
+            passed.append(p.name)
+        if i == slash_after:
+            params.append("/")
+    first = next(iter(signature.parameters))
+    source = (
+        f"def {original.__name__}({', '.join(params)}):\n"
+        f"    _original({', '.join(passed)})\n"
+        f"    _after({first})\n"
+    )
+    exec(source, env)  # noqa: S102 - built from the signature's own names, nothing external
+    wrapper: Callable[..., None] = env[original.__name__]
+    wrapper.__qualname__ = getattr(original, "__qualname__", original.__name__)
+    wrapper.__doc__ = original.__doc__
+    return wrapper
+
+
 def _apply_patches() -> None:
     def make_connect(base_connect: Callable[[Any], Any]) -> Callable[..., Any]:
         def connect(pool: Any) -> Any:
@@ -500,11 +547,10 @@ def _apply_patches() -> None:
         _patch(cls, "__init__", make_registry_init)
 
     def make_engine_init(original: Callable[..., None]) -> Callable[..., None]:
-        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-            original(self, *args, **kwargs)
-            _ENGINES.add(self)
-
-        return __init__
+        # ``create_engine`` reads the keywords it may pass (``echo``, ``logging_name``...)
+        # from the parameter names of ``Engine.__init__`` (``util.get_cls_kwargs``): a
+        # ``*args, **kwargs`` wrapper would make it refuse them.
+        return _with_signature_of(original, _ENGINES.add)
 
     _patch(Engine, "__init__", make_engine_init)
 

@@ -547,3 +547,14 @@ def test_other_internals_fall_back_to_events_with_one_warning(monkeypatch: pytes
         assert codes(scope.findings) == ["SES901"]
     finally:
         guard.uninstall()
+
+
+def test_create_engine_keywords_still_work_while_installed(tracker: Tracker, sqlite_url: str) -> None:
+    # create_engine takes its keywords from Engine.__init__'s parameter names;
+    # the guard's wrapper of it must keep them (flask-sqlalchemy passes echo=).
+    engine = create_engine(sqlite_url, echo=False, logging_name="app", hide_parameters=True, query_cache_size=10)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+    assert engine.hide_parameters is True
+    assert engine in tracker_module._ENGINES  # still recorded, to name its pool
+    engine.dispose()
