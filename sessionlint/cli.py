@@ -329,20 +329,22 @@ def _add_noqa(diagnostics: list[Diagnostic], errors: list[str], status_error: bo
             wanted.setdefault(d.path, {}).setdefault(d.line, set()).add(d.code)
     added = 0
     for path, lines in sorted(wanted.items()):
-        outcome: dict[str, object] = {}
+        outcome: list[tuple[int, list[int]]] = []  # (lines changed, lines skipped)
 
-        def transform(text: str, lines: dict[int, set[str]] = lines, outcome: dict[str, object] = outcome) -> str:
-            new, outcome["changed"], outcome["skipped"] = add_noqa(text, lines)
+        def transform(text: str, lines: dict[int, set[str]] = lines, outcome: list[tuple[int, list[int]]] = outcome) -> str:
+            new, changed, skipped = add_noqa(text, lines)
+            outcome.append((changed, skipped))
             return new
 
         done = rewrite_file(path, transform)
-        if done.problem:
+        if done.problem or not outcome:
             errors.append(f"sessionlint: {path}: {done.problem}")
             status_error = True
             continue
+        changed, skipped = outcome[-1]
         if done.changed:
-            added += int(outcome.get("changed", 0))  # type: ignore[call-overload]
-        for line in outcome.get("skipped", []):  # type: ignore[attr-defined]
+            added += changed
+        for line in skipped:
             errors.append(
                 f"sessionlint: {path}:{line}: no `# noqa` added: the line ends inside a string or "
                 "before a backslash continuation (use a baseline for it)"

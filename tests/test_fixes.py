@@ -271,3 +271,25 @@ def test_explain_shows_how_a_fix_behaves(capsys: pytest.CaptureFixture[str], tmp
     assert "## Fix safety" in out and "`pool_recycle=3600`" in out
     _, out, _ = run_cli(["explain", "SES104"], capsys, tmp_path)
     assert "## Fix safety" not in out  # no fix, only the hint
+
+
+def test_hoisted_engine_leaves_the_functions_comment_with_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.sessionlint]\n")
+    (tmp_path / "health.py").write_text(
+        'from sqlalchemy import create_engine, text\n\nURL = "postgresql://app@db/app"\n\n\n'
+        "# The health view, polled every second.\n"
+        "def health():\n"
+        "    engine = create_engine(URL)\n"
+        "    with engine.connect() as conn:\n"
+        '        return conn.execute(text("select 1")).scalar()\n'
+    )
+    code, _, _ = run_cli(["check", "--no-cache", "--fix", "--unsafe-fixes", "health.py"], capsys, tmp_path)
+    assert code == 0
+    assert (tmp_path / "health.py").read_text() == (
+        'from sqlalchemy import create_engine, text\n\nURL = "postgresql://app@db/app"\n\n\n'
+        "engine = create_engine(URL)\n\n\n"
+        "# The health view, polled every second.\n"
+        "def health():\n"
+        "    with engine.connect() as conn:\n"
+        '        return conn.execute(text("select 1")).scalar()\n'
+    )

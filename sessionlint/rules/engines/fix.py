@@ -97,10 +97,15 @@ def hoist_fix(module: cst.Module, fn: cst.FunctionDef, call: cst.Call, var: str)
             return None
     hoisted = statement.with_changes(leading_lines=())
     new_fn = fn.with_changes(body=body.with_changes(body=[*body.body[:position], *body.body[position + 1 :]]))
+    # The blank lines above the function now separate the engine from what precedes
+    # it; comments above the function stay with the function.
+    lines = list(fn.leading_lines)
+    blanks = 0
+    while blanks < len(lines) and lines[blanks].comment is None:
+        blanks += 1
     moved = list(module.body)
-    moved[at] = new_fn
-    moved.insert(at, hoisted.with_changes(leading_lines=module.body[at].leading_lines))
-    moved[at + 1] = moved[at + 1].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
+    moved[at] = new_fn.with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine(), *lines[blanks:]])
+    moved.insert(at, hoisted.with_changes(leading_lines=lines[:blanks]))
     return FixSpec(f"create `{var}` once, at module level", module, module.with_changes(body=moved))
 
 
