@@ -1,4 +1,4 @@
-"""SES502's fix: ``pool_recycle``/``pool_pre_ping`` on a MySQL ``create_engine``."""
+"""The engines family's fixes: SES502's `pool_recycle`/`pool_pre_ping`, SES501's hoisted engine."""
 
 from __future__ import annotations
 
