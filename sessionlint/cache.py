@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sessionlint.diagnostics import Diagnostic, Edit, FileResult, Fix
+from sessionlint.sources import write_atomically
 
 CACHE_DIR = ".sessionlint_cache"
 _FORMAT = 4
@@ -127,9 +126,6 @@ class ResultCache:
             ignore = self.directory / ".gitignore"
             if not ignore.exists():
                 ignore.write_text("# Created by sessionlint: the whole directory is a cache.\n*\n", encoding="utf-8")
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".results-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh, separators=(",", ":"))
-            os.replace(tmp, self.file)
+            write_atomically(str(self.file), json.dumps(payload, separators=(",", ":")).encode("utf-8"))
         except OSError:
             pass

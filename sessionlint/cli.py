@@ -223,6 +223,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.write_baseline:
         return _write_baseline(Path(args.write_baseline), diagnostics, sources, checked, status_error)
     baseline_path = None if args.no_baseline else (Path(args.baseline) if args.baseline else settings.baseline)
+    baseline = None
     if baseline_path is not None:
         from sessionlint.baseline import Baseline, BaselineError, fingerprinted, relative
 
@@ -247,8 +248,9 @@ def _check(args: argparse.Namespace) -> int:
     if args.fix or args.diff:
         from sessionlint.fixer import FixRequest, run_fixes
 
-        request = FixRequest(settings, baseline_path, args.unsafe_fixes, write=args.fix, sources=sources)
-        outcome = run_fixes(request, diagnostics, [r.path for r in results])
+        base_dir = baseline_path.resolve().parent if baseline_path is not None else None
+        request = FixRequest(settings, baseline, base_dir, args.unsafe_fixes, write=args.fix, sources=sources)
+        outcome = run_fixes(request, diagnostics, checked)
         errors[:0] = outcome.errors
         status_error = status_error or bool(outcome.errors)
         if args.diff:

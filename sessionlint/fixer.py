@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sessionlint.config import Settings
 from sessionlint.diagnostics import Diagnostic
@@ -21,13 +22,17 @@ from sessionlint.fixes import Fixed, fix_source
 from sessionlint.rewrite import rewrite_file
 from sessionlint.sources import SourceError, read_source
 
+if TYPE_CHECKING:
+    from sessionlint.baseline import Baseline
+
 _INPUT_ERRORS = frozenset({"SES001", "SES002"})
 
 
 @dataclass(frozen=True)
 class FixRequest:
     settings: Settings
-    baseline: Path | None
+    baseline: Baseline | None  # as loaded by the run (its entries; each check takes a fresh copy)
+    baseline_dir: Path | None  # the directory its paths are relative to
     unsafe: bool
     write: bool  # --fix (else --diff)
     sources: dict[str, str] = field(default_factory=dict)  # text already read (stdin)
@@ -97,13 +102,12 @@ def run_fixes(request: FixRequest, diagnostics: list[Diagnostic], checked: list[
 
 
 def _without_baselined(request: FixRequest, found: list[Diagnostic], path: str, text: str) -> list[Diagnostic]:
-    if request.baseline is None:
+    if request.baseline is None or request.baseline_dir is None:
         return found
-    from sessionlint.baseline import Baseline, fingerprinted, relative
+    from sessionlint.baseline import fingerprinted, relative
 
-    base = request.baseline.resolve().parent
-    baseline = Baseline.load(request.baseline).for_paths({relative(path, base)})
-    return baseline.filter(fingerprinted(found, base, {path: text}))[0]
+    base = request.baseline_dir
+    return request.baseline.for_paths({relative(path, base)}).filter(fingerprinted(found, base, {path: text}))[0]
 
 
 def _summary(request: FixRequest, findings: int, files: int, left: list[Diagnostic]) -> str:

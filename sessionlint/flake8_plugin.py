@@ -79,11 +79,11 @@ class _Project:
         self.checker = Checker(settings, build_index(settings, ()), noqa=False)
         self.baseline: Baseline | None = None
         if settings.baseline is not None:
-            from sessionlint.baseline import Baseline, BaselineError
+            from sessionlint import baseline as baselines
 
             try:
-                self.baseline = Baseline.load(settings.baseline)
-            except BaselineError as exc:
+                self.baseline = baselines.Baseline.load(settings.baseline)
+            except baselines.BaselineError as exc:
                 raise SessionlintConfigError(str(exc)) from None
 
 

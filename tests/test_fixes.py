@@ -232,11 +232,22 @@ def test_fix_conflicts_with_other_rewriting_flags(project: Path, capsys: pytest.
         assert code == 2 and "cannot be combined" in err
 
 
+def fix_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, source: str) -> tuple[int, str, str]:
+    """``source`` as ``name`` in a fresh project, after ``--fix --unsafe-fixes``:
+    (exit status, standard output, the file's new text)."""
+    (tmp_path / "pyproject.toml").write_text("[tool.sessionlint]\n")
+    (tmp_path / name).write_text(source)
+    code, out, _ = run_cli(["check", "--no-cache", "--fix", "--unsafe-fixes", name], capsys, tmp_path)
+    return code, out, (tmp_path / name).read_text()
+
+
 def test_overlapping_fixes_are_applied_in_rounds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # One block holds an engine built per call (SES501, hoisted), a MySQL URL
     # (SES502) and a session closed without finally (SES102): their edits overlap.
-    (tmp_path / "pyproject.toml").write_text("[tool.sessionlint]\n")
-    (tmp_path / "job.py").write_text(
+    code, out, fixed = fix_everything(
+        tmp_path,
+        capsys,
+        "job.py",
         "from sqlalchemy import create_engine, text\n"
         "from sqlalchemy.orm import Session\n"
         "\n"
@@ -246,11 +257,10 @@ def test_overlapping_fixes_are_applied_in_rounds(tmp_path: Path, capsys: pytest.
         "    session = Session(engine)\n"
         '    session.execute(text("delete from carts where stale"))\n'
         "    session.commit()\n"
-        "    session.close()\n"
+        "    session.close()\n",
     )
-    code, out, err = run_cli(["check", "--no-cache", "--fix", "--unsafe-fixes", "job.py"], capsys, tmp_path)
-    assert (code, out) == (0, ""), err
-    assert (tmp_path / "job.py").read_text() == (
+    assert (code, out) == (0, "")
+    assert fixed == (
         "from sqlalchemy import create_engine, text\n"
         "from sqlalchemy.orm import Session\n"
         "\n"
@@ -274,18 +284,19 @@ def test_explain_shows_how_a_fix_behaves(capsys: pytest.CaptureFixture[str], tmp
 
 
 def test_hoisted_engine_leaves_the_functions_comment_with_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "pyproject.toml").write_text("[tool.sessionlint]\n")
-    (tmp_path / "health.py").write_text(
+    code, _, fixed = fix_everything(
+        tmp_path,
+        capsys,
+        "health.py",
         'from sqlalchemy import create_engine, text\n\nURL = "postgresql://app@db/app"\n\n\n'
         "# The health view, polled every second.\n"
         "def health():\n"
         "    engine = create_engine(URL)\n"
         "    with engine.connect() as conn:\n"
-        '        return conn.execute(text("select 1")).scalar()\n'
+        '        return conn.execute(text("select 1")).scalar()\n',
     )
-    code, _, _ = run_cli(["check", "--no-cache", "--fix", "--unsafe-fixes", "health.py"], capsys, tmp_path)
     assert code == 0
-    assert (tmp_path / "health.py").read_text() == (
+    assert fixed == (
         'from sqlalchemy import create_engine, text\n\nURL = "postgresql://app@db/app"\n\n\n'
         "engine = create_engine(URL)\n\n\n"
         "# The health view, polled every second.\n"

@@ -119,7 +119,7 @@ class EnginePerCall(Rule):
                 # A NullPool engine keeps no connections: abandoning it abandons no pool.
                 continue
             if engine_fate(resolver, engine) == ABANDONED:
-                fix = hoist_fix(self.ctx.module, fn, engine.call, engine.var)
+                fix = hoist_fix(resolver, fn, engine.call, engine.var)
                 self.report(engine.call, fix=fix, var=engine.var or f"{engine.api}(...)", how="")
             elif engine.var.startswith("self.") and fn.name.value != "__init__" and dropped_undisposed(resolver, fn, engine.var):
                 # ``open()`` stores a new engine on self, ``close()`` sets it to None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
+from sessionlint.analysis.calls import module_assignments
+from sessionlint.analysis.scope import Resolver
+from sessionlint.analysis.walk import walk
 from sessionlint.rules.base import FixSpec
 
 # Below every common ``wait_timeout`` (MySQL's default is 8 h; managed servers often
@@ -69,12 +72,13 @@ def _append_keywords(call: cst.Call, args: list[cst.Arg], added: list[tuple[str,
     return [*args, *new]
 
 
-def hoist_fix(module: cst.Module, fn: cst.FunctionDef, call: cst.Call, var: str) -> FixSpec | None:
+def hoist_fix(resolver: Resolver, fn: cst.FunctionDef, call: cst.Call, var: str) -> FixSpec | None:
     """SES501: ``var = create_engine(<constants>)`` in a top-level function moves to
     module level, just above the function, so one engine serves every call. Only when
     the arguments are literals or names the module binds once above that point, the
     function binds ``var`` nowhere else, and the module does not bind ``var`` itself.
     Unsafe: the engine is now built at import time, and shared."""
+    module = resolver.module
     at = next((i for i, s in enumerate(module.body) if s is fn), None)
     body = fn.body
     if at is None or not var or not isinstance(body, cst.IndentedBlock):
@@ -88,10 +92,12 @@ def hoist_fix(module: cst.Module, fn: cst.FunctionDef, call: cst.Call, var: str)
         return None
     statement = body.body[position]
     assert isinstance(statement, cst.SimpleStatementLine)
-    bound_above = _bound_once_above(module, at)
-    bound = _bound_anywhere(module)
-    if var in bound or "*" in bound or var in _bound_in(fn, skip=statement):
+    facts = resolver.facts  # what the module binds at its top level, from the project index
+    if facts.star_imports or any(var in names for names in (facts.imports, facts.values, facts.classes, facts.functions)):
         return None
+    if var in _bound_in(fn, skip=statement):
+        return None
+    bound_above = _bound_once_above(module, at)
     for arg in call.args:
         if arg.star or not _constant(arg.value, bound_above):
             return None
@@ -120,54 +126,20 @@ def _constant(expr: cst.BaseExpression, names: set[str]) -> bool:
 
 
 def _bound_once_above(module: cst.Module, at: int) -> set[str]:
-    """Names bound exactly once at module level, by a plain assignment above ``at``
-    (and never again anywhere at module level)."""
-    counts: dict[str, int] = {}
-    above: set[str] = set()
-    for i, statement in enumerate(module.body):
-        for name in _assigned(statement):
-            counts[name] = counts.get(name, 0) + 1
-            if i < at:
-                above.add(name)
-    return {name for name in above if counts[name] == 1}
-
-
-def _assigned(statement: cst.BaseStatement) -> list[str]:
-    if not isinstance(statement, cst.SimpleStatementLine):
-        return []
-    out: list[str] = []
-    for small in statement.body:
-        if isinstance(small, cst.Assign):
-            out.extend(t.target.value for t in small.targets if isinstance(t.target, cst.Name))
-        elif isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
-            out.append(small.target.value)
-    return out
-
-
-def _bound_anywhere(module: cst.Module) -> set[str]:
-    """Every name the module binds at module level: assignments (also in ``if``/``try``
-    blocks), imports, defs and classes."""
-    from sessionlint.analysis.calls import module_assignments
-    from sessionlint.analysis.walk import walk_scope
-
-    names = set(module_assignments(module))
-    for node in walk_scope(module):
-        if isinstance(node, (cst.FunctionDef, cst.ClassDef)):
-            names.add(node.name.value)
-        elif isinstance(node, (cst.Import, cst.ImportFrom)) and not isinstance(node.names, cst.ImportStar):
-            for alias in node.names:
-                bound = alias.asname.name if alias.asname is not None else alias.name
-                names.add(cst.Module([]).code_for_node(bound).split(".")[0])
-        elif isinstance(node, cst.ImportFrom):
-            names.add("*")  # a star import may bind it
-    return names
+    """Names the module assigns exactly once, by a top-level statement above ``at``."""
+    above = {
+        id(small.value)
+        for statement in module.body[:at]
+        if isinstance(statement, cst.SimpleStatementLine)
+        for small in statement.body
+        if isinstance(small, (cst.Assign, cst.AnnAssign))
+    }
+    return {name for name, values in module_assignments(module).items() if len(values) == 1 and id(values[0]) in above}
 
 
 def _bound_in(fn: cst.FunctionDef, skip: cst.CSTNode) -> set[str]:
     """Names ``fn`` binds (parameters, assignments, loop and ``with`` targets...)
     anywhere but in ``skip``."""
-    from sessionlint.analysis.walk import walk
-
     names = {p.name.value for p in (*fn.params.params, *fn.params.posonly_params, *fn.params.kwonly_params)}
     skipped = {id(n) for n in walk(skip)}
     for node in walk(fn.body):

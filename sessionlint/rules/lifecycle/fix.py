@@ -18,12 +18,12 @@ before the caller uses what it returned (detached ORM objects, a closed result).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import libcst as cst
 
 from sessionlint.analysis.calls import statement_call
-from sessionlint.analysis.walk import children, walk
+from sessionlint.analysis.walk import children, walk, walk_scope
 from sessionlint.rules.base import FixSpec
 
 _EXITS = (cst.Return, cst.Break, cst.Continue, cst.Raise, cst.Yield)
@@ -135,9 +135,8 @@ def _blocks(statement: cst.BaseStatement) -> Iterator[cst.BaseSuite]:
         yield handler.body
 
 
-def _is_close(statement: cst.BaseStatement, var: str) -> bool:
-    """``var.close()`` (or ``await var.close()``) as a statement of its own."""
-    call = statement_call(statement)
+def _closes_it(call: cst.Call | None, var: str) -> bool:
+    """``call`` is ``var.close()``."""
     return (
         call is not None
         and not call.args
@@ -146,6 +145,11 @@ def _is_close(statement: cst.BaseStatement, var: str) -> bool:
         and isinstance(call.func.value, cst.Name)
         and call.func.value.value == var
     )
+
+
+def _is_close(statement: cst.BaseStatement, var: str) -> bool:
+    """``var.close()`` (or ``await var.close()``) as a statement of its own."""
+    return _closes_it(statement_call(statement), var)
 
 
 def _only_used(statement: cst.CSTNode, var: str) -> bool:
@@ -170,27 +174,8 @@ def _only_used(statement: cst.CSTNode, var: str) -> bool:
 
 
 def _exits(statement: cst.CSTNode) -> bool:
-    return any(isinstance(node, _EXITS) for node in _outside_defs(statement))
+    return any(isinstance(node, _EXITS) for node in (statement, *walk_scope(statement)))
 
 
 def _closes(statement: cst.CSTNode, var: str) -> bool:
-    return any(
-        isinstance(node, cst.Call)
-        and isinstance(node.func, cst.Attribute)
-        and node.func.attr.value == "close"
-        and isinstance(node.func.value, cst.Name)
-        and node.func.value.value == var
-        for node in walk(statement)
-    )
-
-
-def _outside_defs(node: cst.CSTNode) -> Sequence[cst.CSTNode]:
-    out: list[cst.CSTNode] = []
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        out.append(current)
-        if current is not node and isinstance(current, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
-            continue
-        stack.extend(children(current))
-    return out
+    return any(isinstance(node, cst.Call) and _closes_it(node, var) for node in walk(statement))
